@@ -1,0 +1,56 @@
+"""The `sparseft` command line.
+
+Each subcommand lives in its own module under `sparseft.commands` and exposes
+`register(subparsers) -> None`, which adds a parser whose `func` default runs the command.
+
+    sparseft --help
+    sparseft prune smollm2-135m --sparsity 0.5 --out runs/smollm2-50
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from sparseft import __version__, commands
+from sparseft.errors import SparseftError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparseft",
+        description=(
+            "Make transformer models sparse (50-90%% zeros, optionally INT8) without losing accuracy, "
+            "and run them faster on CPUs. Run `sparseft COMMAND --help` for each command."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"sparseft {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"sparseft.commands.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SparseftError as err:
+        print(f"sparseft {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

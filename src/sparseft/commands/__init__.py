@@ -1,0 +1,1 @@
+"""CLI subcommands. Each module here defines `register(subparsers)`; `sparseft.cli` discovers them."""
