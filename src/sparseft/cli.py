@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparseft",
         description=(
-            "Make transformer models sparse (50-90%% zeros, optionally INT8) without losing accuracy, "
+            "Make transformer models sparse (50-90% zeros, optionally INT8) without losing accuracy, "
             "and run them faster on CPUs. Run `sparseft COMMAND --help` for each command."
         ),
     )
