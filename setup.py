@@ -20,7 +20,8 @@ if sources:
             "sparseft.runtime._kernels",
             sources=sources,
             include_dirs=[csrc],
-            extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing"],
+            extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", "-pthread"],
+            extra_link_args=["-pthread"],
         )
     )
 

@@ -1,0 +1,1 @@
+"""Evaluation helpers: perplexity, accuracy and speech metrics."""
