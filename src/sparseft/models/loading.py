@@ -97,8 +97,17 @@ def load_model(
     return model.eval()
 
 
-def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False, revision: str | None = None):
-    """The tokenizer (or, for speech models, the processor) that goes with `load_model(name_or_path)`."""
+def load_tokenizer(
+    name_or_path: str | Path,
+    *,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    missing_ok: bool = False,
+):
+    """The tokenizer (or, for speech models, the processor) that goes with `load_model(name_or_path)`.
+
+    With `missing_ok`, a model folder that has no tokenizer gives None instead of an error.
+    """
     source, gguf_file = resolve_source(name_or_path)
     if gguf_file:
         return AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
@@ -108,5 +117,7 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False,
         if config.model_type == "whisper":
             return AutoProcessor.from_pretrained(source, **kwargs)
         return AutoTokenizer.from_pretrained(source, **kwargs)
-    except OSError as err:
+    except (OSError, ValueError) as err:
+        if missing_ok:
+            return None
         raise ModelError(f"could not load tokenizer for '{name_or_path}': {err}") from err
