@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import build_tiny_model
 
+from conftest import build_tiny_model
 from sparseft.cli import main
 from sparseft.models import load_model
 from sparseft.prune import load_masks, sparsity_report

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import build_tiny_model
 
+from conftest import build_tiny_model
 from sparseft.errors import ModelError
 from sparseft.models import load_model
 from sparseft.models import registry as registry_module

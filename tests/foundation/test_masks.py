@@ -2,10 +2,17 @@
 
 import pytest
 import torch
-from conftest import TINY_FAMILIES, build_tiny_model
 
+from conftest import TINY_FAMILIES, build_tiny_model
 from sparseft.errors import CheckpointError
-from sparseft.prune import MaskEnforcer, load_masks, magnitude_prune, masks_from_zeros, save_masks, sparsity_report
+from sparseft.prune import (
+    MaskEnforcer,
+    load_masks,
+    magnitude_prune,
+    masks_from_zeros,
+    save_masks,
+    sparsity_report,
+)
 
 
 def _loss(family, model):

@@ -1,9 +1,9 @@
 """The generic walker finds the right blocks and layers in every architecture family."""
 
 import pytest
-from conftest import build_tiny_model
 from torch import nn
 
+from conftest import build_tiny_model
 from sparseft.models import find_blocks, find_prunable, weight_matrix
 
 # (block stack prefixes, prunable layers per block) for the tiny configs; written from each family's
