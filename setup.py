@@ -12,6 +12,7 @@ from setuptools import Extension, setup
 
 csrc = "src/sparseft/runtime/csrc"
 sources = sorted(glob.glob(os.path.join(csrc, "*.c")))
+headers = sorted(glob.glob(os.path.join(csrc, "*.h")))
 
 ext_modules = []
 if sources:
@@ -20,6 +21,7 @@ if sources:
             "sparseft.runtime._kernels",
             sources=sources,
             include_dirs=[csrc],
+            depends=headers,  # rebuild when a header changes
             extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", "-pthread"],
             extra_link_args=["-pthread"],
         )

@@ -1,60 +1,14 @@
-"""Shared fixtures: tiny random HF models of every architecture family, built from configs (no download)."""
+"""Shared fixtures. Offline by default: nothing in the tests may reach a model hub."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def _tiny_configs():
-    from transformers import (
-        GPT2Config,
-        LlamaConfig,
-        MptConfig,
-        OPTConfig,
-        Qwen2Config,
-        T5Config,
-        WhisperConfig,
-    )
-
-    return {
-        "gpt2": GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=128),
-        "llama": LlamaConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=128, max_position_embeddings=128,
-        ),
-        "mpt": MptConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=128, max_seq_len=128, expansion_ratio=2),
-        "opt": OPTConfig(
-            hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=128,
-            max_position_embeddings=128, word_embed_proj_dim=64,
-        ),
-        "qwen2": Qwen2Config(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=128, max_position_embeddings=128,
-        ),
-        "t5": T5Config(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4, vocab_size=128),
-        "whisper": WhisperConfig(
-            d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
-            encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=128, num_mel_bins=16, max_source_positions=32,
-            max_target_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
-        ),
-    }
-
-
-TINY_FAMILIES = ["gpt2", "llama", "mpt", "opt", "qwen2", "t5", "whisper"]
-
-
-def build_tiny_model(family: str, seed: int = 0):
-    """A tiny random model of `family` with its task head, in eval mode."""
-    from sparseft.models.loading import model_class_for
-
-    torch.manual_seed(seed)
-    config = _tiny_configs()[family]
-    return model_class_for(config).from_config(config).eval()
+from tiny_models import TINY_FAMILIES, build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(params=TINY_FAMILIES)

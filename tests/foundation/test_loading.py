@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from conftest import build_tiny_model
 from sparseft.errors import ModelError
 from sparseft.models import load_model
 from sparseft.models import registry as registry_module
 from sparseft.models.registry import packaged_model_dir
 from sparseft.models.saving import save_model_folder
 from sparseft.prune import load_masks, magnitude_prune
+from tiny_models import build_tiny_model
 
 
 def test_folder_round_trip_keeps_pruned_weights(tmp_path):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from conftest import TINY_FAMILIES, build_tiny_model
 from sparseft.errors import ConfigError, ModelError
 from sparseft.models import find_prunable, weight_matrix
 from sparseft.prune import global_magnitude_masks, magnitude_mask, magnitude_prune, nm_mask, sparsity_report
+from tiny_models import TINY_FAMILIES, build_tiny_model
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from conftest import TINY_FAMILIES, build_tiny_model
 from sparseft.errors import CheckpointError
 from sparseft.prune import (
     MaskEnforcer,
@@ -13,6 +12,7 @@ from sparseft.prune import (
     save_masks,
     sparsity_report,
 )
+from tiny_models import TINY_FAMILIES, build_tiny_model
 
 
 def _loss(family, model):

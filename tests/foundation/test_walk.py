@@ -3,8 +3,8 @@
 import pytest
 from torch import nn
 
-from conftest import build_tiny_model
 from sparseft.models import find_blocks, find_prunable, weight_matrix
+from tiny_models import build_tiny_model
 
 # (block stack prefixes, prunable layers per block) for the tiny configs; written from each family's
 # modeling code, independently of the walker.

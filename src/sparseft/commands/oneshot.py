@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 
 from sparseft.commands.prune import add_model_arguments, add_target_arguments
 from sparseft.errors import ConfigError
@@ -80,10 +81,13 @@ def run(args: argparse.Namespace) -> int:
         ignore=args.ignore, blocksize=args.blocksize, percdamp=args.percdamp, progress=not args.no_progress,
         device=args.device,
     )
+    # Peak memory of loading + pruning, before saving (save_pretrained briefly holds a second copy).
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(report.format())
+    print(f"peak memory before saving: {peak_mib:.0f} MiB")
     record = {"stage": "oneshot", "source": str(args.model), "calib": calib, "nsamples": args.nsamples,
               "seqlen": args.seqlen, "seed": args.seed, "blocksize": args.blocksize, "percdamp": args.percdamp,
-              **report.as_dict()}
+              "peak_rss_before_save_mib": round(peak_mib, 1), **report.as_dict()}
     save_model_folder(model, args.out, tokenizer=tokenizer, masks=report.masks, record=record)
     print(f"saved pruned model, masks and report to {args.out}")
     print(json.dumps({"total_sparsity": round(report.total_sparsity, 4), "seconds": round(report.seconds, 1)}))

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,17 @@ def resolve_source(name_or_path: str | Path) -> tuple[str, str | None]:
     return text, None
 
 
+def is_compressed_checkpoint(folder: str | Path) -> bool:
+    """True for a folder written by `sparseft.runtime.save_compressed` (sparse layers, bitmask format)."""
+    meta = Path(folder) / "sparseft.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("format") == "sparseft-compressed"
+    except (ValueError, AttributeError):
+        return False
+
+
 def model_class_for(config: PretrainedConfig) -> type:
     """The Auto class that builds the task head for this config (speech, seq2seq or causal LM)."""
     if config.model_type == "whisper":
@@ -86,6 +98,10 @@ def load_model(
     """Load a model in eval mode with weights in `dtype` (float32 or bfloat16)."""
     torch_dtype = parse_dtype(dtype)
     source, gguf_file = resolve_source(name_or_path)
+    if is_compressed_checkpoint(source):
+        from sparseft.runtime.checkpoint import load_compressed
+
+        return load_compressed(source, torch_dtype)
     if gguf_file:
         return load_gguf_model(Path(source) / gguf_file, torch_dtype).eval()
     kwargs = _hub_kwargs(trust_remote_code, revision)

@@ -37,7 +37,9 @@ def is_prunable(module: nn.Module) -> bool:
 
 
 def _holds_prunable(module: nn.Module) -> bool:
-    return any(is_prunable(m) for m in module.modules())
+    # Linear-like modules (in/out_features) count too, so a model whose Linears were swapped for
+    # sparseft's SparseLinear keeps its block structure.
+    return any(is_prunable(m) or hasattr(m, "in_features") and hasattr(m, "out_features") for m in module.modules())
 
 
 def _is_block_stack(module: nn.Module) -> bool:

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from conftest import build_tiny_model
 from sparseft.cli import main
 from sparseft.models import load_model
 from sparseft.prune import load_masks, sparsity_report
+from tiny_models import build_tiny_model
 
 
 def test_help_lists_commands():

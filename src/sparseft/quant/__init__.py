@@ -1,0 +1,76 @@
+"""INT8 quantization that keeps zeros: int8 weights per output channel (or per tensor), int8 activations
+per token (dynamic) or per tensor (static, calibrated), fake-quant evaluation and a sensitivity report.
+
+    >>> from sparseft.quant import quantize_model, layer_sensitivity, save_quantized
+    >>> print(layer_sensitivity(model, calib_batches).format(max_rows=10))
+    >>> fq = quantize_model(model, "w8a8", ignore=[r"mlp\\.down_proj$"], masks=masks)
+    >>> save_quantized(model, "runs/smollm2-50-w8a8", fq, tokenizer=tok, masks=masks)
+    >>> from sparseft.runtime import sparsify_model
+    >>> sparsify_model(model, "int8", masks=masks)     # the same int8 values on the sparse int8 kernels
+
+Pure math: `weights.py`, `activations.py` (and `gptq.py`); model plumbing: `fakequant.py`,
+`sensitivity.py`, `checkpoint.py`.
+"""
+
+from sparseft.quant.activations import (
+    AbsMaxObserver,
+    fake_quantize_per_token,
+    fake_quantize_static,
+    per_token_scale,
+    quantize_activation,
+    quantize_per_token,
+)
+from sparseft.quant.checkpoint import SCALES_FILE, load_quantized, read_quantizer, save_quantized
+from sparseft.quant.fakequant import (
+    SCHEMES,
+    FakeQuantizer,
+    LayerQuant,
+    QuantScheme,
+    calibrate_input_scales,
+    quantize_model,
+)
+from sparseft.quant.sensitivity import (
+    LayerSensitivity,
+    SensitivityReport,
+    group_loss_sensitivity,
+    layer_sensitivity,
+)
+from sparseft.quant.weights import (
+    QMAX,
+    QuantizedWeight,
+    dequantize_weight,
+    fake_quantize_weight,
+    quantize_weight,
+    quantize_with_scale,
+    weight_scale,
+)
+
+__all__ = [
+    "QMAX",
+    "SCALES_FILE",
+    "SCHEMES",
+    "AbsMaxObserver",
+    "FakeQuantizer",
+    "LayerQuant",
+    "LayerSensitivity",
+    "QuantScheme",
+    "QuantizedWeight",
+    "SensitivityReport",
+    "calibrate_input_scales",
+    "dequantize_weight",
+    "fake_quantize_per_token",
+    "fake_quantize_static",
+    "fake_quantize_weight",
+    "group_loss_sensitivity",
+    "layer_sensitivity",
+    "load_quantized",
+    "per_token_scale",
+    "quantize_activation",
+    "quantize_model",
+    "quantize_per_token",
+    "quantize_weight",
+    "quantize_with_scale",
+    "read_quantizer",
+    "save_quantized",
+    "weight_scale",
+]

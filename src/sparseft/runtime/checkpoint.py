@@ -1,0 +1,181 @@
+"""Compressed checkpoints: safetensors (no pickle) + a JSON record of each sparse layer's format.
+
+    >>> save_compressed(model, "out/smollm2-70-int8")     # model converted with sparsify_model
+    >>> model = load_compressed("out/smollm2-70-int8")    # SparseLinear layers, ready to generate()
+
+Folder layout: ``config.json`` (the HF config), ``model.safetensors`` (every tensor of the state dict;
+sparse layers as ``NAME.mask/.values/.rowptr/.scales[/.bias]``), ``sparseft.json`` (format version, per
+layer fmt/shape/nnz, tied-tensor aliases, and the byte size + sha256 of ``model.safetensors``). The folder
+is written under a temporary name and moved into place with os.replace, so a crash leaves no half
+checkpoint; loading checks size, checksum and every tensor's shape and dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from sparseft.errors import CheckpointError
+from sparseft.runtime.linear import SparseLinear
+
+META_FILE = "sparseft.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_NAME = "sparseft-compressed"
+VERSION = 1
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Keep one copy of tensors that share storage (tied weights); return (tensors, alias -> kept name)."""
+    kept: dict[tuple[int, tuple[int, ...]], str] = {}
+    tensors, aliases = {}, {}
+    for name, t in state.items():
+        key = (t.data_ptr(), tuple(t.shape)) if t.numel() else (id(t), tuple(t.shape))
+        if key in kept:
+            aliases[name] = kept[key]
+        else:
+            kept[key] = name
+            tensors[name] = t.detach().cpu().contiguous()
+    return tensors, aliases
+
+
+def _layer_record(module: SparseLinear) -> dict[str, Any]:
+    return {
+        "fmt": module.fmt,
+        "index": module.index,
+        "shape": [module.out_features, module.in_features],
+        "nnz": module.compressed().nnz,
+        "bias": module.bias is not None,
+    }
+
+
+def save_compressed(model: nn.Module, out_dir: str | Path) -> Path:
+    """Write ``model`` (with SparseLinear layers) to ``out_dir``; replaces an existing folder atomically."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors, aliases = _dedupe(model.state_dict())
+    layers = {n: _layer_record(m) for n, m in model.named_modules() if isinstance(m, SparseLinear)}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        if getattr(model, "config", None) is not None:
+            model.config.save_pretrained(tmp)
+        meta = {
+            "format": FORMAT_NAME,
+            "version": VERSION,
+            "layers": layers,
+            "aliases": aliases,
+            "files": {
+                WEIGHTS_FILE: {
+                    "bytes": (tmp / WEIGHTS_FILE).stat().st_size,
+                    "sha256": _sha256(tmp / WEIGHTS_FILE),
+                }
+            },
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move src to dst; an existing dst is moved aside first and deleted only after the swap."""
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+        os.replace(dst, old / "x")
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """Read and check ``sparseft.json`` and the weights file it describes (size and sha256)."""
+    folder = Path(path)
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise CheckpointError(f"{folder} is not a sparseft compressed checkpoint: {META_FILE} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({err}); the checkpoint is damaged") from err
+    if meta.get("format") != FORMAT_NAME or meta.get("version") != VERSION:
+        raise CheckpointError(
+            f"{meta_path}: unsupported format {meta.get('format')!r} v{meta.get('version')}"
+        )
+    for fname, rec in meta["files"].items():
+        f = folder / fname
+        if not f.is_file():
+            raise CheckpointError(f"{f} is missing")
+        size = f.stat().st_size
+        if size != rec["bytes"]:
+            raise CheckpointError(f"{f} is truncated or altered: {size} bytes, expected {rec['bytes']}")
+        if _sha256(f) != rec["sha256"]:
+            raise CheckpointError(
+                f"{f} is altered: its sha256 does not match the one recorded in {META_FILE}"
+            )
+    return meta
+
+
+def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint tensors do not match the model: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    for name, t in state.items():
+        want = expected[name]
+        if t.shape != want.shape or t.dtype != want.dtype:
+            raise CheckpointError(
+                f"tensor {name}: stored {t.dtype} {tuple(t.shape)}, expected {want.dtype} {tuple(want.shape)}"
+            )
+
+
+def load_compressed(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Load a folder written by ``save_compressed`` into an HF causal LM with SparseLinear layers.
+
+    Raises CheckpointError when a file is missing, truncated, altered or does not fit the config."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(path)
+    meta = read_meta(folder)
+    config = AutoConfig.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    for name, rec in meta["layers"].items():
+        shell = SparseLinear.empty(
+            rec["shape"][0], rec["shape"][1], rec["nnz"], rec["fmt"], rec["bias"], rec.get("index", "bitmask")
+        )
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, shell)
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except Exception as err:  # safetensors raises its own error types on a damaged header
+        raise CheckpointError(f"{folder / WEIGHTS_FILE} cannot be read: {err}") from err
+    for alias, target in meta["aliases"].items():
+        if target not in state:
+            raise CheckpointError(f"alias {alias} points to {target}, which is not in the checkpoint")
+        state[alias] = state[target]
+    _check_tensors(state, model.state_dict())
+    model.load_state_dict(state, strict=True)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return model.eval()

@@ -1,0 +1,85 @@
+"""Swap the masked Linear layers of a model for `SparseLinear`.
+
+>>> model = AutoModelForCausalLM.from_pretrained("runs/smollm2-70")     # pruned: zeros in weights
+>>> sparsify_model(model, fmt="bf16")                                    # in place, returns names
+['model.layers.0.self_attn.q_proj', ...]
+>>> model.generate(ids, max_new_tokens=20)                               # unchanged API
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from sparseft.runtime.linear import SparseLinear, dense_weight
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (type(module).__name__ == "Conv1D" and hasattr(module, "nf"))
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def select_layers(
+    model: nn.Module,
+    masks: dict[str, torch.Tensor] | None = None,
+    filter_fn: Callable[[str, nn.Module], bool] | None = None,
+    min_sparsity: float = 0.0,
+) -> list[str]:
+    """Names of the Linear/Conv1D layers to convert: those in ``masks``, else those passing
+    ``filter_fn``, else those whose weight has more than ``min_sparsity`` zeros (default: any zero)."""
+    names = []
+    for name, module in model.named_modules():
+        if not _is_linear(module):
+            continue
+        if masks is not None:
+            ok = name in masks
+        elif filter_fn is not None:
+            ok = filter_fn(name, module)
+        else:
+            w = dense_weight(module)
+            ok = bool((w == 0).float().mean() > min_sparsity) if (w == 0).any() else False
+        if ok:
+            names.append(name)
+    return names
+
+
+@torch.no_grad()
+def sparsify_model(
+    model: nn.Module,
+    fmt: str = "fp32",
+    masks: dict[str, torch.Tensor] | None = None,
+    filter_fn: Callable[[str, nn.Module], bool] | None = None,
+    min_sparsity: float = 0.0,
+    formats: dict[str, str] | None = None,
+    index: str = "bitmask",
+) -> list[str]:
+    """Replace selected layers (see ``select_layers``) by SparseLinear in place; returns their names.
+
+    ``masks`` maps a layer name to a bool keep-mask of its (out, in) weight; ``formats`` overrides
+    ``fmt`` per layer; ``index`` is "bitmask", "delta" or "auto" (per layer, by density). Layers tied to another parameter (e.g. an lm_head tied to the embeddings) are
+    skipped so the tie is not broken."""
+    tied = _tied_weight_ids(model)
+    done = []
+    for name in select_layers(model, masks, filter_fn, min_sparsity):
+        module = model.get_submodule(name)
+        if id(module.weight) in tied:
+            continue
+        mask = None if masks is None else masks[name]
+        layer_fmt = (formats or {}).get(name, fmt)
+        _set_module(model, name, SparseLinear.from_dense(module, layer_fmt, mask, index))
+        done.append(name)
+    return done
+
+
+def _tied_weight_ids(model: nn.Module) -> set[int]:
+    """ids of parameters registered under more than one name."""
+    seen: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        seen[id(p)] = seen.get(id(p), 0) + 1
+    return {k for k, n in seen.items() if n > 1}

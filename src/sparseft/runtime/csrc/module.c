@@ -1,0 +1,210 @@
+/* CPython bindings of the sparse kernels: sparseft.runtime._kernels.
+ *
+ * Functions take raw addresses (tensor.data_ptr()) and sizes, prepare x in the layout the chosen kernel
+ * reads, split rows across the thread pool and release the GIL while computing. Python-side checks
+ * (kernels.py) guarantee dtypes, contiguity and sizes. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sparse_common.h"
+
+static int best_isa(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2") &&
+        __builtin_cpu_supports("avx512vnni"))
+        return ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
+#endif
+    return ISA_PORTABLE;
+}
+
+typedef struct {
+    const float *x;
+    int64_t sr, sc; /* element strides of x (row, column) */
+} xsrc;
+
+static inline float xat(const xsrc *s, int64_t n, int64_t k) { return s->x[n * s->sr + k * s->sc]; }
+
+/* [N][Kp] fp32, zero padded. */
+static void prep_rows(const xsrc *s, int64_t N, int64_t K, int64_t Kp, float *out) {
+    memset(out, 0, sizeof(float) * (size_t)(N * Kp));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++) out[n * Kp + k] = xat(s, n, k);
+}
+
+/* [tiles][Kp][BTILE] fp32: 16 batch rows side by side per column, zero padded. */
+static void prep_tiles(const xsrc *s, int64_t N, int64_t K, int64_t Kp, float *out) {
+    int64_t tiles = (N + BTILE - 1) / BTILE;
+    memset(out, 0, sizeof(float) * (size_t)(tiles * Kp * BTILE));
+    for (int64_t n = 0; n < N; n++) {
+        float *o = out + (n / BTILE) * Kp * BTILE + (n % BTILE);
+        for (int64_t k = 0; k < K; k++) o[k * BTILE] = xat(s, n, k);
+    }
+}
+
+/* fp32 x de-interleaved per 32 columns: 16 even columns, then 16 odd (AVX-512 bf16 SpMV). */
+static void prep_evenodd(const xsrc *s, int64_t K, int64_t Kp, float *out) {
+    memset(out, 0, sizeof(float) * (size_t)Kp);
+    for (int64_t k = 0; k < K; k++) out[(k & ~31) + ((k & 1) << 4) + ((k & 31) >> 1)] = xat(s, 0, k);
+}
+
+/* 16-bit symmetric quantization of x, stored as u8 digits lo = q & 255 and hi = (q >> 8) + 128. */
+static void prep_q16(const xsrc *s, int64_t K, int64_t Kp, uint8_t *lo, uint8_t *hi, float *scale) {
+    float amax = 0.f;
+    for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(xat(s, 0, k)));
+    float sx = amax > 0.f ? amax / 32767.f : 1.f, inv = 1.f / sx;
+    memset(lo, 0, (size_t)Kp);
+    memset(hi, 128, (size_t)Kp);
+    for (int64_t k = 0; k < K; k++) {
+        int32_t q = (int32_t)lrintf(xat(s, 0, k) * inv);
+        q = q > 32767 ? 32767 : (q < -32767 ? -32767 : q);
+        int32_t l = q & 255;
+        lo[k] = (uint8_t)l;
+        hi[k] = (uint8_t)((q - l) / 256 + 128);
+    }
+    *scale = sx;
+}
+
+typedef struct {
+    sp_job job;
+    sp_kernel kern;
+    int64_t *bounds;   /* chunk c covers rows [bounds[c], bounds[c + 1]) */
+    int64_t nchunks;
+    atomic_llong next; /* next chunk to take: threads that run late (busy core) simply take fewer */
+} task;
+
+static void run_task(void *arg, int t, int nt) {
+    task *tk = (task *)arg;
+    (void)t;
+    (void)nt;
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&tk->next, 1, memory_order_relaxed);
+        if (c >= tk->nchunks) break;
+        if (tk->bounds[c + 1] > tk->bounds[c]) tk->kern(&tk->job, tk->bounds[c], tk->bounds[c + 1]);
+    }
+}
+
+/* Split rows into n chunks reading about the same number of bytes (mask + values), in blocks of 4. */
+static void split_rows(const sp_job *j, int64_t n, int64_t *bounds) {
+    static const int esz[3] = {4, 2, 1};
+    double total = (double)j->rowptr[j->M] * esz[j->fmt] + (double)j->M * j->KW * 8;
+    bounds[0] = 0;
+    int64_t r = 0;
+    for (int64_t t = 1; t < n; t++) {
+        double target = total * (double)t / (double)n;
+        while (r < j->M && (double)j->rowptr[r] * esz[j->fmt] + (double)r * j->KW * 8 < target) r++;
+        int64_t rb = (r + 2) / 4 * 4;
+        if (rb > j->M) rb = j->M;
+        if (rb < bounds[t - 1]) rb = bounds[t - 1];
+        bounds[t] = rb;
+    }
+    bounds[n] = j->M;
+}
+
+static PyObject *py_best_isa(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyLong_FromLong(best_isa());
+}
+
+static PyObject *py_matmul(PyObject *self, PyObject *args) {
+    (void)self;
+    int fmt, isa, nthreads, delta = 0;
+    long long M, K, KW, mask, vals, rowptr, scales, rowsum, bias, x, N, sr, sc, y;
+    if (!PyArg_ParseTuple(args, "iiLLLLLLLLLLLLLLi|p", &fmt, &isa, &M, &K, &KW, &mask, &vals, &rowptr, &scales,
+                          &rowsum, &bias, &x, &N, &sr, &sc, &y, &nthreads, &delta))
+        return NULL;
+    if (fmt < 0 || fmt > 2 || isa < 0 || isa > best_isa() || M < 0 || K < 0 || KW * 64 < K || N < 0) {
+        PyErr_SetString(PyExc_ValueError, "_kernels.matmul: bad format, ISA or sizes");
+        return NULL;
+    }
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > 64) nthreads = 64;
+    if (M == 0 || N == 0) Py_RETURN_NONE;
+
+    task tk;
+    memset(&tk, 0, sizeof(tk));
+    sp_job *j = &tk.job;
+    j->fmt = fmt;
+    j->M = M; j->K = K; j->KW = KW; j->Kp = 64 * KW;
+    j->mask = (const uint64_t *)(intptr_t)mask;
+    j->vals = (const void *)(intptr_t)vals;
+    j->rowptr = (const int64_t *)(intptr_t)rowptr;
+    j->scales = (const float *)(intptr_t)scales;
+    j->rowsum = (const int32_t *)(intptr_t)rowsum;
+    j->bias = (const float *)(intptr_t)bias;
+    j->N = N;
+    j->y = (float *)(intptr_t)y;
+    xsrc src = {(const float *)(intptr_t)x, sr, sc};
+    const int64_t Kp = j->Kp;
+    /* VNNI int32 partial sums stay exact only while K * 127 * 255 < 2^31. */
+    int use_spmv = !delta && isa == ISA_AVX512 && N == 1 && (fmt != FMT_I8 || K <= 65536);
+    int64_t tiles = (N + BTILE - 1) / BTILE;
+    size_t bytes = use_spmv ? (size_t)Kp * 4 + 64
+                   : (!delta && isa == ISA_AVX512 && N > SMALL_BATCH_MAX) ? sizeof(float) * (size_t)(tiles * Kp * BTILE)
+                                                                : sizeof(float) * (size_t)(N * Kp);
+    void *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!buf) return PyErr_NoMemory();
+
+    Py_BEGIN_ALLOW_THREADS
+    if (use_spmv) {
+        tk.kern = sp_spmv_avx512;
+        if (fmt == FMT_F32) {
+            prep_rows(&src, 1, K, Kp, (float *)buf);
+            j->x32 = (const float *)buf;
+        } else if (fmt == FMT_BF16) {
+            prep_evenodd(&src, K, Kp, (float *)buf);
+            j->x32 = (const float *)buf;
+        } else {
+            uint8_t *lo = (uint8_t *)buf, *hi = lo + Kp;
+            float *sxp = (float *)(hi + Kp);
+            prep_q16(&src, K, Kp, lo, hi, sxp);
+            j->xq_lo = lo; j->xq_hi = hi; j->xscale = sxp;
+        }
+    } else if (delta) {
+        tk.kern = sp_delta_portable;
+        prep_rows(&src, N, K, Kp, (float *)buf);
+        j->x32 = (const float *)buf;
+    } else if (isa == ISA_AVX512 && N > SMALL_BATCH_MAX) {
+        tk.kern = sp_spmm_bcast_avx512;
+        prep_tiles(&src, N, K, Kp, (float *)buf);
+        j->x32 = (const float *)buf;
+    } else {
+        tk.kern = isa == ISA_AVX512 ? sp_spmm_small_avx512 : isa == ISA_AVX2 ? sp_spmm_avx2 : sp_spmm_portable;
+        prep_rows(&src, N, K, Kp, (float *)buf);
+        j->x32 = (const float *)buf;
+    }
+    if (nthreads > (M + 3) / 4) nthreads = (int)((M + 3) / 4);
+    /* 4 chunks per thread: a thread whose core is busy elsewhere leaves its chunks to the others. */
+    tk.nchunks = nthreads == 1 ? 1 : 4 * (int64_t)nthreads;
+    if (tk.nchunks > (M + 3) / 4) tk.nchunks = (M + 3) / 4;
+    int64_t bounds[4 * 64 + 1];
+    tk.bounds = bounds;
+    atomic_init(&tk.next, 0);
+    split_rows(j, tk.nchunks, tk.bounds);
+    pool_run(run_task, &tk, nthreads);
+    Py_END_ALLOW_THREADS
+    free(buf);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"best_isa", py_best_isa, METH_NOARGS, "best_isa() -> int: 2 = AVX-512, 1 = AVX2, 0 = portable C."},
+    {"matmul", py_matmul, METH_VARARGS,
+     "matmul(fmt, isa, M, K, KW, mask, vals, rowptr, scales, rowsum, bias, x, N, x_row_stride, "
+     "x_col_stride, y, nthreads, delta=False): y[N][M] = x W^T + b. Addresses are ints (0 = none); "
+     "delta: mask is the uint8 gap index of the high-sparsity variant."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kernels", "Sparse bitmask kernels (C).", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    sp_avx2_init();
+    return PyModule_Create(&moddef);
+}

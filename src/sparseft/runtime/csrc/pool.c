@@ -1,0 +1,89 @@
+/* A tiny persistent thread pool (pthreads, no OpenMP: avoids a second OpenMP runtime next to torch's).
+ * Workers spin for a short while after each job (decode layers come back-to-back, and waking a
+ * sleeping thread costs tens of microseconds), then sleep on a condition variable so they do not steal
+ * the core from torch between layers. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include "sparse_common.h"
+
+#define MAX_THREADS 64
+#define SPIN_NS 100000 /* 0.1 ms */
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;  /* serializes pool_run callers */
+static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER; /* guards sleeping workers */
+static pthread_cond_t wcv = PTHREAD_COND_INITIALIZER;
+static int nworkers = 0;
+static atomic_long gen = 0;
+static atomic_int pending = 0;
+static pool_fn job_fn;
+static void *job_arg;
+static int job_n;
+static long start_gen[MAX_THREADS]; /* gen at each worker's creation: it waits for the next one */
+
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static long wait_job(long seen) {
+    long start = now_ns();
+    for (int i = 0;; i++) {
+        long g = atomic_load_explicit(&gen, memory_order_acquire);
+        if (g != seen) return g;
+        cpu_relax();
+        if ((i & 255) == 255 && now_ns() - start > SPIN_NS) break;
+    }
+    pthread_mutex_lock(&wmu);
+    long g;
+    while ((g = atomic_load_explicit(&gen, memory_order_acquire)) == seen) pthread_cond_wait(&wcv, &wmu);
+    pthread_mutex_unlock(&wmu);
+    return g;
+}
+
+static void *worker(void *p) {
+    int tid = (int)(intptr_t)p;
+    long seen = start_gen[tid];
+    for (;;) {
+        seen = wait_job(seen);
+        if (tid < job_n) job_fn(job_arg, tid, job_n);
+        atomic_fetch_sub_explicit(&pending, 1, memory_order_acq_rel);
+    }
+    return NULL;
+}
+
+void pool_run(pool_fn fn, void *arg, int nthreads) {
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    if (nthreads <= 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&mu);
+    while (nworkers < nthreads - 1) {
+        pthread_t th;
+        start_gen[nworkers + 1] = atomic_load(&gen);
+        if (pthread_create(&th, NULL, worker, (void *)(intptr_t)(nworkers + 1)) != 0) break;
+        pthread_detach(th);
+        nworkers++;
+    }
+    if (nthreads > nworkers + 1) nthreads = nworkers + 1;
+    job_fn = fn;
+    job_arg = arg;
+    job_n = nthreads;
+    atomic_store(&pending, nworkers);
+    pthread_mutex_lock(&wmu);
+    atomic_fetch_add_explicit(&gen, 1, memory_order_release);
+    pthread_cond_broadcast(&wcv);
+    pthread_mutex_unlock(&wmu);
+    fn(arg, 0, nthreads);
+    while (atomic_load_explicit(&pending, memory_order_acquire) > 0) cpu_relax();
+    pthread_mutex_unlock(&mu);
+}

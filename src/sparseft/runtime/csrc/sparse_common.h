@@ -1,0 +1,61 @@
+/* Shared definitions of the sparse runtime kernels.
+ *
+ * Weight layout (see format.py for the full description): a row-major bitmask of M rows, KW 64-bit
+ * words per row (bit j of word w = column 64*w + j is stored), the nonzero values packed row by row in
+ * column order, and rowptr[r] = index of row r's first value. Values are fp32, bf16 (raw uint16 bits)
+ * or int8 with one fp32 scale per row. The values buffer carries 64 bytes of padding at its end so the
+ * AVX2 path may over-read a partial vector.
+ */
+#ifndef SPARSEFT_SPARSE_COMMON_H
+#define SPARSEFT_SPARSE_COMMON_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+enum { FMT_F32 = 0, FMT_BF16 = 1, FMT_I8 = 2 };
+enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+
+/* Batch sizes above this use the nonzero-list ("broadcast") kernel on AVX-512. */
+#define SMALL_BATCH_MAX 12
+/* Batch lanes per tile of the broadcast kernel (two zmm of fp32). */
+#define BTILE 32
+
+typedef struct {
+    int fmt;
+    int64_t M, K, KW, Kp;          /* Kp = 64 * KW: padded row length */
+    const uint64_t *mask;          /* delta index: uint8 gaps instead (see kern_delta.c) */
+    const void *vals;
+    const int64_t *rowptr;
+    const float *scales;           /* int8: one per row */
+    const int32_t *rowsum;         /* int8: sum of the row's int8 values (VNNI offset correction) */
+    const float *bias;             /* NULL when absent */
+    int64_t N;                     /* batch rows of x */
+    /* Activations, prepared by module.c in the layout the chosen kernel reads. */
+    const float *x32;              /* [N][Kp] zero padded (bf16 SpMV: even/odd de-interleaved), or [tiles][Kp][BTILE] for the broadcast kernel */
+    const uint8_t *xq_lo, *xq_hi;  /* x quantized to 16 bits as two u8 digits, [N][Kp] (VNNI SpMV) */
+    const float *xscale;           /* [N] scale of the 16-bit quantization */
+    float *y;                      /* [N][M] */
+} sp_job;
+
+typedef void (*sp_kernel)(const sp_job *job, int64_t r0, int64_t r1);
+
+/* Epilogue shared by all kernels: y[n][r] = acc * (int8 scale) + bias. */
+static inline void sp_store(const sp_job *j, int64_t n, int64_t r, float acc) {
+    if (j->fmt == FMT_I8) acc *= j->scales[r];
+    if (j->bias) acc += j->bias[r];
+    j->y[n * j->M + r] = acc;
+}
+
+void sp_delta_portable(const sp_job *j, int64_t r0, int64_t r1);
+void sp_spmm_portable(const sp_job *j, int64_t r0, int64_t r1);
+void sp_avx2_init(void);
+void sp_spmm_avx2(const sp_job *j, int64_t r0, int64_t r1);
+void sp_spmv_avx512(const sp_job *j, int64_t r0, int64_t r1);
+void sp_spmm_small_avx512(const sp_job *j, int64_t r0, int64_t r1);
+void sp_spmm_bcast_avx512(const sp_job *j, int64_t r0, int64_t r1);
+
+/* Thread pool: run fn(arg, t, nthreads) for t in [0, nthreads); the caller runs t = 0. */
+typedef void (*pool_fn)(void *arg, int t, int nthreads);
+void pool_run(pool_fn fn, void *arg, int nthreads);
+
+#endif

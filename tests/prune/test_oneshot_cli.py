@@ -1,0 +1,85 @@
+"""`sparseft oneshot` end to end on a tiny Llama saved with a byte-level tokenizer (no downloads)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from sparseft.cli import main
+from sparseft.data.calibration import calibration_batches, calibration_texts
+from sparseft.errors import ConfigError
+from sparseft.models import find_prunable, load_model
+from sparseft.prune.masks import load_masks
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<eos>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("calib") / "corpus.txt"
+    path.write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    return path
+
+
+def test_cli_writes_a_loadable_pruned_model_with_masks(tiny_llama_dir, corpus, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    argv = ["oneshot", str(tiny_llama_dir), "--calib", str(corpus), "--nsamples", "8", "--seqlen", "32",
+            "--nm", "2:4", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "model.layers.1.mlp.down_proj" in printed and "total" in printed
+    model = load_model(out)
+    masks = load_masks(out / "masks.safetensors")
+    layers = find_prunable(model)
+    assert set(masks) == set(layers)
+    for name, module in layers.items():
+        assert (module.weight[~masks[name]] == 0).all()
+        assert (masks[name].reshape(module.weight.shape[0], -1, 4).sum(-1) == 2).all()
+    record = json.loads((out / "sparseft.json").read_text())
+    assert record["method"] == "sparsegpt" and record["nm"] == "2:4"
+    assert all(layer["error"] >= 0 for layer in record["layers"])
+
+
+def test_cli_reports_bad_input_without_traceback(tiny_llama_dir, tmp_path, capsys):
+    assert main(["oneshot", str(tiny_llama_dir), "--calib", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 1
+    assert "neither 'gsm'" in capsys.readouterr().err
+
+
+def test_calibration_windows_are_seeded_and_sized(tiny_llama_dir, corpus):
+    tok = byte_tokenizer()
+    texts = calibration_texts([str(corpus)])
+    a = calibration_batches(tok, texts, nsamples=5, seqlen=16, batch_size=2, seed=3)
+    b = calibration_batches(tok, texts, nsamples=5, seqlen=16, batch_size=2, seed=3)
+    assert [x["input_ids"].shape for x in a] == [torch.Size([2, 16])] * 2 + [torch.Size([1, 16])]
+    assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b, strict=True))
+
+
+def test_jsonl_calibration_source(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "one"}\n\n{"text": "two"}\n')
+    assert calibration_texts([str(path)]) == ["one", "two"]
+    path.write_text('{"txt": "one"}\n')
+    with pytest.raises(ConfigError, match="c.jsonl:1"):
+        calibration_texts([str(path)])

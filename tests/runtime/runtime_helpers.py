@@ -1,0 +1,29 @@
+"""Helpers of the runtime tests: random masked weights and a tiny pruned Llama."""
+
+from __future__ import annotations
+
+import torch
+
+
+def masked(shape: tuple[int, int], sparsity: float, seed: int = 0) -> torch.Tensor:
+    """A random (out, in) weight with about ``sparsity`` zeros."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(shape, generator=g)
+    return w * (torch.rand(shape, generator=g) >= sparsity)
+
+
+def tiny_llama(sparsity: float = 0.7, seed: int = 0):
+    """A 2-layer random Llama (hidden 64) with its Linear weights randomly masked."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Linear) and not name.endswith("lm_head"):
+                mod.weight.mul_(torch.rand_like(mod.weight) >= sparsity)
+    return model

@@ -1,0 +1,83 @@
+"""`sparseft finetune` end to end on a tiny Llama that uses SmolLM2's tokenizer (no training data download)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sparseft.cli import main
+from sparseft.prune import load_masks, magnitude_prune, save_masks
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from sparseft.models import load_tokenizer
+    from sparseft.models.registry import PACKAGED_MODELS, cache_root
+
+    cached = sorted((cache_root() / "models").glob("smollm2-135m-*"))
+    if not cached:  # converting the GGUF would take a while; the CI installs and caches it first
+        pytest.skip(f"packaged {PACKAGED_MODELS['smollm2-135m'].pip_name} not converted yet")
+    return load_tokenizer(cached[-1])
+
+
+def _tiny_folder(path, tokenizer, seed, sparsity=None):
+    torch.manual_seed(seed)
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=64)
+    model = LlamaForCausalLM(config)
+    if sparsity:
+        save_masks(magnitude_prune(model, sparsity), path / "masks.safetensors")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model
+
+
+def test_finetune_cli_keeps_masks_and_writes_history(tmp_path, tokenizer):
+    torch.set_num_threads(1)
+    _tiny_folder(tmp_path / "teacher", tokenizer, 0)
+    _tiny_folder(tmp_path / "student", tokenizer, 1, sparsity=0.5)
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps({"text": f"Question: {i} + {i} = ?\nAnswer: {2 * i}"}) for i in range(40)))
+    out = tmp_path / "out"
+    rc = main(["finetune", "--student", str(tmp_path / "student"), "--teacher", str(tmp_path / "teacher"),
+               "--data", str(data), "--loss", "ce+squarehead", "--steps", "3", "--batch-size", "2", "--seqlen", "16",
+               "--save-steps", "2", "--logging-steps", "1", "--out", str(out)])
+    assert rc == 0
+    masks = load_masks(tmp_path / "student" / "masks.safetensors")
+    assert all(torch.equal(masks[n], m) for n, m in load_masks(out / "final" / "masks.safetensors").items())
+    assert (out / "checkpoints" / "checkpoint-2" / "masks.safetensors").is_file()
+    record = json.loads((out / "final" / "sparseft.json").read_text())
+    assert record["total_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    logged = [h for h in record["log_history"] if "loss" in h]
+    assert len(logged) == 3 and all("loss_squarehead" in h and "loss_task" in h for h in logged)
+
+
+def test_finetune_cli_rejects_distillation_without_teacher(tmp_path, capsys):
+    rc = main(["finetune", "--student", "smollm2-135m", "--loss", "ce+squarehead", "--out", str(tmp_path)])
+    assert rc == 1 and "--teacher" in capsys.readouterr().err
+
+
+def test_recipe_finetune_stage_trains_keeps_masks_and_resumes(tmp_path, tokenizer):
+    from types import SimpleNamespace
+
+    from sparseft.recipe import FinetuneStage
+    from sparseft.train.recipe_stage import finetune_stage
+
+    torch.set_num_threads(1)
+    _tiny_folder(tmp_path / "dense", tokenizer, 0)
+    _tiny_folder(tmp_path / "pruned", tokenizer, 1, sparsity=0.5)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("\n\n".join(f"{i} apples and {i} pears make {2 * i}." for i in range(30)))
+    ctx = SimpleNamespace(recipe=SimpleNamespace(dtype="float32"), source=str(tmp_path / "dense"),
+                          input=str(tmp_path / "pruned"), output=tmp_path / "02-finetune")
+    settings = FinetuneStage(data=str(tmp_path / "data"), nsamples=30, steps=4, batch_size=2, seqlen=16)
+    record = finetune_stage(ctx, settings)
+    assert record["total_sparsity"] == pytest.approx(0.5, abs=1e-3) and not record["resumed"]
+    masks = load_masks(tmp_path / "pruned" / "masks.safetensors")
+    assert all(torch.equal(masks[n], m) for n, m in load_masks(ctx.output / "masks.safetensors").items())
+    assert (tmp_path / "02-finetune.checkpoints" / "checkpoint-4" / "masks.safetensors").is_file()
+    # a rerun of an interrupted stage picks up its last checkpoint
+    assert finetune_stage(ctx, settings.model_copy(update={"steps": 5}))["resumed"]
