@@ -71,6 +71,6 @@ def run_recipe(recipe: Recipe, resume: bool = True) -> list[dict]:
         records.append(record)
         if (folder / "config.json").exists():  # eval stages write a record but no model
             previous = str(folder)
-    summary = Path(recipe.output) / "summary.json"
+    summary = Path(recipe.output) / "stages.json"
     summary.write_text(json.dumps(records, indent=2, default=str))
     return records

@@ -127,6 +127,7 @@ class EvalStage(Strict):
 
     data: str = "gsm"
     seqlen: int = Field(512, gt=1)
+    max_texts: int | None = Field(None, gt=0, description="evaluate on the first N texts only (faster)")
 
 
 STAGE_TYPES: dict[str, type[Strict]] = {

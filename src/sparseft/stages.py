@@ -50,7 +50,7 @@ def run_prune(ctx, settings) -> dict:
 
 def run_oneshot(ctx, settings) -> dict:
     from sparseft.data.calibration import calibration_batches, calibration_texts
-    from sparseft.prune import masks_from_zeros, sparsity_report
+    from sparseft.prune import sparsity_report
     from sparseft.prune.driver import oneshot
 
     model, tokenizer = _load(ctx)
@@ -62,7 +62,7 @@ def run_oneshot(ctx, settings) -> dict:
     report = oneshot(model, batches, method=settings.method, sparsity=settings.sparsity, nm=settings.nm,
                      targets=settings.targets, ignore=settings.ignore, blocksize=settings.blocksize,
                      percdamp=settings.percdamp)
-    masks = masks_from_zeros(model, [layer.name for layer in report.layers])
+    masks = report.masks
     record = {"stage": "oneshot", **settings.model_dump(), "seconds": report.seconds,
               **sparsity_report(model, masks).as_dict()}
     save_model_folder(model, ctx.output, tokenizer=tokenizer, masks=masks, record=record)
@@ -130,7 +130,8 @@ def run_eval(ctx, settings) -> dict:
     from sparseft.evaluate.sparsity import weight_sparsity
 
     model, tokenizer = _load(ctx)
-    ppl = perplexity(model, tokenizer, heldout_texts(settings.data), seqlen=settings.seqlen)
+    texts = heldout_texts(settings.data)[: settings.max_texts]
+    ppl = perplexity(model, tokenizer, texts, seqlen=settings.seqlen)
     sparsity = weight_sparsity(model)
     return _write_record(ctx.output, {"stage": "eval", "model": ctx.input, "data": settings.data,
-                                      "perplexity": ppl, "sparsity": sparsity})
+                                      "texts": len(texts), "perplexity": ppl, "sparsity": sparsity})

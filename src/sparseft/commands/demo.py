@@ -1,6 +1,7 @@
-"""`sparseft demo`: the pipeline on the packaged SmolLM2-135M, in minutes on 2 cores, no network.
+"""`sparseft demo`: the whole pipeline on the packaged SmolLM2-135M, in minutes on 2 cores, offline.
 
-Stages that exist run for real; each prints what it measured and writes under --out.
+dense eval -> SparseGPT one-shot -> eval -> SquareHead fine-tune -> eval -> compress -> eval on the
+sparse kernels -> decode speed of the compressed model vs dense PyTorch, measured in the same run.
 """
 
 from __future__ import annotations
@@ -14,49 +15,110 @@ from pathlib import Path
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run the pipeline on the packaged SmolLM2-135M (prune, evaluate) and print a report",
-        description=(
-            "Load the packaged SmolLM2-135M, measure held-out perplexity on the 100 original GSM problems, "
-            "magnitude-prune it to --sparsity, report per-layer sparsity and perplexity after."
+        help="prune + fine-tune + compress + benchmark the packaged SmolLM2-135M, with a report",
+        description=__doc__.split("\n\n")[0],
+        epilog=(
+            "Outputs: OUT/NN-STAGE/ per stage (resumable: rerun skips finished stages), OUT/summary.json, "
+            "OUT/demo.png. Perplexity is on the first --texts of the 100 original GSM problems (question + "
+            "worked answer), never seen in calibration or training."
         ),
     )
     parser.add_argument("--model", default="smollm2-135m", help="packaged name or model folder (default smollm2-135m)")
     parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity (default 0.5)")
-    parser.add_argument("--out", default="runs/demo", help="where outputs go (default runs/demo)")
+    parser.add_argument("--steps", type=int, default=20, help="fine-tuning steps (default 20)")
+    parser.add_argument("--values", choices=["fp32", "bf16", "int8"], default="bf16",
+                        help="value type of the compressed weights (default bf16)")
+    parser.add_argument("--texts", type=int, default=50, help="held-out texts for perplexity (default 50 of 100)")
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens in the decode benchmark (default 32)")
+    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument("--restart", action="store_true", help="redo every stage")
     parser.set_defaults(func=run)
 
 
-def _timed(label: str, fn):
-    start = time.perf_counter()
-    value = fn()
-    print(f"[{time.perf_counter() - start:6.1f}s] {label}")
-    return value
+def demo_recipe(args: argparse.Namespace):
+    from sparseft.recipe import parse_recipe
+
+    evaluate = {"eval": {"data": "gsm", "max_texts": args.texts}}
+    return parse_recipe({
+        "model": args.model,
+        "output": args.out,
+        "stages": [
+            evaluate,
+            {"oneshot": {"method": "sparsegpt", "sparsity": args.sparsity,
+                         "calib": {"source": "gsm", "nsamples": 32, "seqlen": 256}}},
+            evaluate,
+            {"finetune": {"steps": args.steps, "batch_size": 4, "seqlen": 128, "nsamples": 256,
+                          "learning_rate": 1e-4, "loss": {"task": 1.0, "kd": 0.0, "squarehead": 1.0}}},
+            evaluate,
+            {"compress": {"values": args.values}},
+            evaluate,
+        ],
+    })
+
+
+def decode_speed(models: dict, tokenizer, tokens: int, rounds: int = 3) -> dict[str, float]:
+    """Greedy tokens/s of each model, batch 1, interleaved rounds, best round kept."""
+    import torch
+
+    ids = tokenizer("Question: A farmer has 12 cows and buys 5 more. How many cows?\nAnswer:",
+                    return_tensors="pt")["input_ids"]
+    best = dict.fromkeys(models, float("inf"))
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+                best[name] = min(best[name], time.perf_counter() - start)
+    return {name: tokens / seconds for name, seconds in best.items()}
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    labels, values = zip(*summary["perplexity"].items(), strict=True)
+    left.bar(labels, values, color=["grey", "tab:red", "tab:green", "tab:blue"][: len(values)])
+    left.set_ylabel("held-out perplexity (lower is better)")
+    left.tick_params(axis="x", rotation=20)
+    names, speeds = zip(*summary["decode_tokens_per_s"].items(), strict=True)
+    right.bar(names, speeds, color=["grey", "tab:blue"])
+    right.set_ylabel(f"greedy decode tokens/s ({summary['threads']} threads)")
+    fig.suptitle(f"{summary['model']}: {summary['sparsity']:.0%} sparse, {summary['values']} values")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparseft.data import gsm_problems
-    from sparseft.evaluate.perplexity import perplexity
-    from sparseft.models import load_model, load_tokenizer
-    from sparseft.models.saving import save_model_folder
-    from sparseft.prune import magnitude_prune, sparsity_report
+    import torch
 
-    out = Path(args.out)
-    heldout = [p.text for p in gsm_problems()]
-    model = _timed(f"load {args.model}", lambda: load_model(args.model))
+    from sparseft.models import load_model, load_tokenizer
+    from sparseft.pipeline import run_recipe, stage_dirs
+
+    recipe = demo_recipe(args)
+    records = run_recipe(recipe, resume=not args.restart)
+    evals = [r for r in records if r["stage"] == "eval"]
     tokenizer = load_tokenizer(args.model)
-    dense_ppl = _timed("perplexity, dense", lambda: perplexity(model, tokenizer, heldout))
-    masks = _timed(f"magnitude prune to {args.sparsity:.0%}", lambda: magnitude_prune(model, args.sparsity))
-    report = sparsity_report(model, masks)
-    print(report.format(max_rows=14))
-    pruned_ppl = _timed("perplexity, pruned", lambda: perplexity(model, tokenizer, heldout))
+    compressed_dir = stage_dirs(recipe)[5]
+    speeds = decode_speed({"dense fp32": load_model(args.model), f"sparse {args.values}": load_model(compressed_dir)},
+                          tokenizer, args.tokens)
     summary = {
-        "model": args.model,
-        "heldout": "100 original GSM problems with worked answers",
-        "perplexity_dense": round(dense_ppl, 3),
-        f"perplexity_magnitude_{args.sparsity:.0%}": round(pruned_ppl, 3),
-        "total_sparsity": round(report.sparsity, 4),
+        "model": args.model, "sparsity": args.sparsity, "values": args.values, "threads": torch.get_num_threads(),
+        "heldout_texts": evals[0]["texts"],
+        "perplexity": dict(zip(["dense", "one-shot SparseGPT", "+ SquareHead fine-tune", "compressed"],
+                               [round(r["perplexity"], 3) for r in evals], strict=True)),
+        "weight_sparsity": round(evals[-1]["sparsity"], 4),
+        "finetune_steps": args.steps,
+        "decode_tokens_per_s": {k: round(v, 2) for k, v in speeds.items()},
+        "decode_speedup": round(speeds[f"sparse {args.values}"] / speeds["dense fp32"], 2),
+        "decode_new_tokens": args.tokens,
     }
-    save_model_folder(model, out / "magnitude", tokenizer=tokenizer, masks=masks, record=report.as_dict())
+    out = Path(args.out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(summary, out / "demo.png")
     print(json.dumps(summary, indent=2))
+    print(f"report: {out / 'summary.json'}, plot: {out / 'demo.png'}")
     return 0

