@@ -157,7 +157,7 @@ def main() -> None:
     reused = json.loads(Path(args.reuse_ppl).read_text())["perplexity"] if args.reuse_ppl else {}
 
     def ppl(model, key: str) -> None:
-        if key in reused:
+        if key in reused and key in ("dense_before", "teacher", "pruned"):  # never a student's: it is new
             results["perplexity"][key] = reused[key]
             logging.info("perplexity %s = %.4f (reused from %s)", key, reused[key], args.reuse_ppl)
             return

@@ -69,39 +69,10 @@ def run_oneshot(ctx, settings) -> dict:
     return record
 
 
-def _finetune_argv(ctx, settings, work: Path) -> list[str]:
-    """The `sparseft finetune` command line equivalent to a recipe's finetune stage."""
-    loss = settings.loss
-    terms = [t for t, w in (("ce", loss.task), ("kd", loss.kd), ("squarehead", loss.squarehead)) if w > 0]
-    teacher = ctx.source if settings.teacher == "source" else settings.teacher
-    argv = ["finetune", "--student", ctx.input, "--data", settings.data, "--num-texts", str(settings.nsamples),
-            "--seqlen", str(settings.seqlen), "--steps", str(settings.steps), "--batch-size", str(settings.batch_size),
-            "--lr", str(settings.learning_rate), "--loss", "+".join(terms), "--out", str(work),
-            "--save-steps", str(max(settings.steps // 2, 1)), "--resume" if (work / "checkpoints").exists() else ""]
-    argv += [f"--weight={t}={w}" for t, w in (("ce", loss.task), ("kd", loss.kd), ("squarehead", loss.squarehead)) if w > 0]
-    if loss.squarehead > 0 or loss.kd > 0:
-        argv += ["--teacher", teacher]
-    if settings.gmp is not None:
-        g = settings.gmp
-        argv += ["--gmp", str(g.final_sparsity), "--gmp-initial", str(g.init_sparsity), "--gmp-start", str(g.start_step),
-                 "--gmp-end", str(g.end_step), "--gmp-frequency", str(g.frequency), "--gmp-scheme", g.scheme]
-    return [a for a in argv if a]
-
-
 def run_finetune(ctx, settings) -> dict:
-    """Runs `sparseft finetune` in OUTPUT.work (checkpoints there allow resuming), then moves final/ to OUTPUT."""
-    import shutil
+    from sparseft.train.recipe_stage import finetune_stage
 
-    from sparseft.cli import build_parser
-
-    work = ctx.output.with_name(ctx.output.name + ".work")
-    args = build_parser().parse_args(_finetune_argv(ctx, settings, work))
-    args.func(args)
-    if ctx.output.exists():
-        shutil.rmtree(ctx.output)
-    os.replace(work / "final", ctx.output)
-    shutil.rmtree(work, ignore_errors=True)
-    return json.loads((ctx.output / RECORD_FILE).read_text())
+    return finetune_stage(ctx, settings)
 
 
 def run_quantize(ctx, settings) -> dict:

@@ -83,4 +83,6 @@ def test_every_stage_in_one_recipe(tmp_path):
     assert records[3]["layers"] == 2 * 7
     assert records[4]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert 1.0 < records[4]["perplexity"] < float("inf")
-    assert not (tmp_path / "run" / "02-finetune.work").exists()
+    assert (tmp_path / "run" / "02-finetune" / "masks.safetensors").exists()
+    # Training turns the KV cache off; the saved model must generate with it again.
+    assert json.loads((tmp_path / "run" / "02-finetune" / "config.json").read_text())["use_cache"] is True

@@ -124,6 +124,10 @@ class SparseTrainerMixin:
         teacher_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ):
+        # The HF Trainer sets config.use_cache = args.use_cache (False) in __init__; remember the model's own
+        # value first so the saved model generates with its KV cache.
+        model = kwargs.get("model", args[0] if args else None)
+        use_cache = getattr(getattr(model, "config", None), "use_cache", None)
         super().__init__(*args, **kwargs)
         self.distill = distill or DistillConfig(w_task=1.0, w_kd=0.0, w_sh=0.0)
         if self.distill.needs_teacher and teacher is None:
@@ -131,7 +135,8 @@ class SparseTrainerMixin:
         # compute_loss returns per-batch means, so the Trainer must divide by accumulation steps itself.
         self.loss_is_scaled_for_ga = False
         self.is_encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
-        self._use_cache = getattr(self.model.config, "use_cache", None)
+        self._use_cache = use_cache
+        self.model.config.use_cache = use_cache
         self.teacher = self._freeze_teacher(teacher, teacher_dtype) if self.distill.needs_teacher else None
         self.student_capture = HiddenStateCapture(self.model) if self.distill.w_sh > 0 else None
         self.teacher_capture = HiddenStateCapture(self.teacher) if self.distill.w_sh > 0 else None
