@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from sparseft.prune.masks import Masks, save_masks
 
 MASKS_FILE = "masks.safetensors"
@@ -27,9 +29,14 @@ def save_model_folder(
     tokenizer=None,
     masks: Masks | None = None,
     record: dict | None = None,
+    extra_tensors: dict[str, dict] | None = None,
     overwrite: bool = True,
 ) -> Path:
-    """Save `model` (+ tokenizer/processor, masks, record) to `out_dir`, replacing it atomically."""
+    """Save `model` (+ tokenizer/processor, masks, record) to `out_dir`, replacing it atomically.
+
+    `extra_tensors` maps a file name to tensors written beside the model as safetensors
+    (e.g. {"quant_scales.safetensors": scales}).
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True or choose another --out")
@@ -41,6 +48,8 @@ def save_model_folder(
             tokenizer.save_pretrained(tmp)
         if masks is not None:
             save_masks(masks, tmp / MASKS_FILE)
+        for file_name, tensors in (extra_tensors or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / file_name))
         if record is not None:
             (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2))
         if out_dir.exists():

@@ -11,12 +11,10 @@ when the model is sparse, `quant_scales.safetensors` ('<layer>.weight_scale', '<
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from sparseft.errors import CheckpointError
 from sparseft.models.saving import RECORD_FILE, save_model_folder
@@ -29,18 +27,9 @@ def save_quantized(
     model, out_dir: str | Path, fq: FakeQuantizer, *, tokenizer=None, masks=None, record: dict | None = None
 ) -> Path:
     """Write the model folder, its scales and a record ({'stage': 'quantize', 'quant': ...} + `record`)."""
-    out_dir = Path(out_dir)
-    staging = out_dir.with_name(f".{out_dir.name}.staging")
     full_record = {"stage": "quantize", **(record or {}), "quant": fq.record()}
-    save_model_folder(model, staging, tokenizer=tokenizer, masks=masks, record=full_record)
-    try:
-        save_file(fq.scales_state_dict(), str(staging / SCALES_FILE))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+    return save_model_folder(model, out_dir, tokenizer=tokenizer, masks=masks, record=full_record,
+                             extra_tensors={SCALES_FILE: fq.scales_state_dict()})
 
 
 def read_quantizer(folder: str | Path) -> FakeQuantizer:
