@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
 from sparseft.errors import ConfigError, ModelError
+from sparseft.models.hooks import run_with_hooks
 from sparseft.models.walk import find_prunable, weight_matrix
 from sparseft.quant.activations import AbsMaxObserver, fake_quantize_per_token, fake_quantize_static
 from sparseft.quant.weights import GRANULARITIES, quantize_weight
@@ -144,16 +145,8 @@ def calibrate_input_scales(
 ) -> dict[str, Tensor]:
     """Static per-tensor input scales (max|x| / 127) of `layers`, from `model(**batch)` forwards."""
     observers = {name: AbsMaxObserver() for name in layers}
-    handles = [
-        module.register_forward_pre_hook(lambda m, args, obs=observers[name]: obs.observe(args[0]))
-        for name, module in layers.items()
-    ]
-    try:
-        for batch in batches:
-            model(**batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = {module: (lambda m, args, obs=observers[name]: obs.observe(args[0])) for name, module in layers.items()}
+    run_with_hooks(model, hooks, batches, pre=True)
     unseen = [name for name, obs in observers.items() if obs.count == 0]
     if unseen:
         raise ModelError(f"layers never ran on the calibration batches, cannot calibrate them: {unseen[:5]}")
@@ -176,13 +169,7 @@ def collect_hessians(
 
         return fn
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
-    try:
-        for batch in batches:
-            model(**batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_with_hooks(model, {m: hook(n) for n, m in layers.items()}, batches, pre=True)
     return H
 
 

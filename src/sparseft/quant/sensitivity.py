@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sparseft.models.hooks import run_with_hooks
 from sparseft.models.walk import find_prunable, weight_matrix
 from sparseft.quant.activations import fake_quantize_per_token
 from sparseft.quant.fakequant import QuantScheme, out_in_mask, quantize_model
@@ -131,13 +132,7 @@ def layer_sensitivity(
         name: _ErrorMeter(m, granularity, out_in_mask(m, None if masks is None else masks.get(name)))
         for name, m in layers.items()
     }
-    handles = [layers[name].register_forward_hook(meter) for name, meter in meters.items()]
-    try:
-        for batch in batches:
-            model(**batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_with_hooks(model, {layers[name]: meter for name, meter in meters.items()}, batches)
     rows = [meter.result(name) for name, meter in meters.items() if meter.count]
     return SensitivityReport(sorted(rows, key=lambda r: r.w8a8_error, reverse=True))
 
