@@ -21,6 +21,8 @@ EPILOG = """examples:
       --out runs/gmp70
   # two processes (DDP, gloo on CPU); masks stay identical on both ranks
   torchrun --nproc_per_node 2 -m sparseft.cli finetune --student ... --out ...
+  # the same with FSDP2: student and teacher sharded across the ranks (CPU/gloo or GPUs)
+  torchrun --nproc_per_node 2 -m sparseft.cli finetune --fsdp --student ... --out ...
 
 --data: 'gsm' (generated variants of the packaged GSM problems, never the 100 originals) or a file
 (.jsonl with a "text" field per line, or .txt with texts separated by blank lines).
@@ -88,6 +90,9 @@ def register(subparsers) -> None:
     run_group.add_argument("--report-to", default=None,
                            help="HF Trainer loggers (default: tensorboard when installed, else none)")
     run_group.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
+    run_group.add_argument("--fsdp", action="store_true",
+                           help="under torchrun/accelerate launch: shard student and teacher with FSDP2, one unit "
+                                "per transformer block (also on CPU with gloo); default is DDP")
     parser.set_defaults(func=run)
 
 
@@ -121,9 +126,12 @@ def _masks(args: argparse.Namespace, student):
     return masks
 
 
-def _training_args(args: argparse.Namespace):
+def _training_args(args: argparse.Namespace, student):
     from transformers import TrainingArguments
 
+    from sparseft.train.fsdp import fsdp_config_for
+
+    sharding = {"fsdp": True, "fsdp_config": fsdp_config_for(student)} if args.fsdp else {}
     report_to = args.report_to or ("tensorboard" if importlib.util.find_spec("tensorboard") else "none")
     return TrainingArguments(
         output_dir=str(Path(args.out) / "checkpoints"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
@@ -131,8 +139,25 @@ def _training_args(args: argparse.Namespace):
         lr_scheduler_type="cosine", weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
         save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         logging_steps=args.logging_steps, report_to=report_to, seed=args.seed, data_seed=args.seed, bf16=args.bf16,
-        disable_tqdm=True, use_cpu=not _has_accelerator(),
+        disable_tqdm=True, use_cpu=not _has_accelerator(), **sharding,
     )
+
+
+def _unsharded(trainer, source: str):
+    """The trained student as a plain model: FSDP's shards are gathered on every rank (a collective)."""
+    from sparseft.models import load_model
+    from sparseft.train.fsdp import full_state_dict, model_is_sharded
+
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    if not model_is_sharded(trained):
+        return trained
+    state = full_state_dict(trained)
+    if not trainer.is_world_process_zero():
+        return None
+    plain = load_model(source)
+    plain.load_state_dict(state)
+    plain.config.use_cache = trained.config.use_cache
+    return plain
 
 
 def _has_accelerator() -> bool:
@@ -164,14 +189,15 @@ def run(args: argparse.Namespace) -> int:
     texts = read_texts(args.data, n=args.num_texts, seed=args.seed)
     dataset = CausalLMTexts(tokenizer, texts, seqlen=args.seqlen, pack=not args.no_pack)
     trainer = SparseTrainer(
-        model=student, args=_training_args(args), train_dataset=dataset, teacher=teacher, masks=masks, gmp=gmp,
+        model=student, args=_training_args(args, student), train_dataset=dataset, teacher=teacher, masks=masks, gmp=gmp,
         distill=distill, teacher_dtype=parse_dtype(args.teacher_dtype) if teacher is not None else None,
         data_collator=pad_collate(tokenizer.pad_token_id),
     )
     result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+    student = _unsharded(trainer, args.student)
     if not trainer.is_world_process_zero():
         return 0
-    masks = trainer.enforcer.masks
+    masks = trainer.masks
     report = sparsity_report(student, list(masks)) if masks else None
     record = {
         "stage": "finetune", "student": str(args.student), "teacher": args.teacher, "data": args.data,

@@ -55,6 +55,8 @@ class MaskEnforcer:
     Two mechanisms, both cheap: a gradient hook zeroes the gradient of pruned weights (so optimizer
     moments stay zero there and gradient clipping sees only live weights), and a post-step hook on the
     optimizer re-applies the masks (so weight decay or any optimizer quirk cannot revive a weight).
+    FSDP2-sharded weights (DTensors) get their gradients by reduce-scatter, outside autograd, so for
+    them the mask is applied by a post-accumulate-grad hook, which FSDP2 runs on each sharded gradient.
     """
 
     def __init__(self, model: nn.Module, masks: Masks):
@@ -64,7 +66,11 @@ class MaskEnforcer:
         for name, module in _modules(model, masks).items():
             mask = masks[name].to(module.weight.device)
             masks[name] = mask
-            self._handles.append(module.weight.register_hook(lambda g, m=mask: g * m.to(g.dtype)))
+            if type(module.weight.data).__name__ == "DTensor":  # sharded by FSDP2 (see sparseft.train.fsdp)
+                hook = module.weight.register_post_accumulate_grad_hook(lambda p, m=mask: p.grad.mul_(m))
+            else:
+                hook = module.weight.register_hook(lambda g, m=mask: g * m.to(g.dtype))
+            self._handles.append(hook)
         apply_masks(model, masks)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:

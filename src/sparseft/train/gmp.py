@@ -24,6 +24,7 @@ from sparseft.errors import ConfigError
 from sparseft.models.walk import weight_matrix
 from sparseft.prune.magnitude import global_magnitude_masks, magnitude_mask, validate_sparsity
 from sparseft.prune.masks import Masks
+from sparseft.train.fsdp import gather_full
 
 SCHEMES = ("uniform", "global")
 
@@ -78,7 +79,8 @@ def gmp_masks(layers: dict[str, nn.Module], sparsity: float, scheme: str = "unif
     """Magnitude masks at `sparsity` for `layers` (name -> Linear/Conv1D), in each weight's own layout."""
     if scheme not in SCHEMES:
         raise ConfigError(f"GMP scheme must be one of {SCHEMES}, got {scheme!r}")
-    weights = {name: weight_matrix(module) for name, module in layers.items()}
+    # Ranking needs whole matrices: gather the weights FSDP has sharded (a no-op otherwise).
+    weights = {name: gather_full(weight_matrix(module)) for name, module in layers.items()}
     if scheme == "global":
         out_in = global_magnitude_masks(weights, sparsity)
     else:

@@ -41,6 +41,7 @@ from sparseft.distill.squarehead import EPS, squarehead_loss
 from sparseft.errors import CheckpointError, ConfigError, SparseftError
 from sparseft.models.walk import find_prunable
 from sparseft.prune.masks import MaskEnforcer, Masks, load_masks, save_masks
+from sparseft.train.fsdp import enable_fsdp_on_cpu, model_is_sharded, shard_like, shard_masks, shard_teacher
 from sparseft.train.gmp import GMPSchedule, gmp_masks
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class MaskCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            save_masks(self.trainer.enforcer.masks, folder / MASKS_FILE)
+            save_masks(self.trainer.masks, folder / MASKS_FILE)
 
 
 class SparseTrainerMixin:
@@ -143,7 +144,11 @@ class SparseTrainerMixin:
         self.gmp = gmp
         if masks is None:
             masks = _all_true(find_prunable(self.model)) if gmp is not None else {}
+        # `masks` (full tensors) are the pruning state that is saved; the enforcer holds them laid out like
+        # the parameters, which FSDP replaces with sharded ones when training starts.
         self.enforcer = MaskEnforcer(self.model, masks)
+        self.masks = dict(self.enforcer.masks)
+        self._enforcer_sharded = False
         self._gmp_layers = {n: m for n, m in self.model.named_modules() if n in masks}
         self._gmp_applied: float | None = None
         self._optimizer_attached: torch.optim.Optimizer | None = None
@@ -151,11 +156,17 @@ class SparseTrainerMixin:
         self._component_count = 0
         self.add_callback(MaskCallback(self))
 
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        enable_fsdp_on_cpu(self)
+
     # ----- teacher -------------------------------------------------------------------------------------
     def _freeze_teacher(self, teacher: nn.Module, dtype: torch.dtype | None) -> nn.Module:
         teacher = teacher.to(self.args.device, dtype=dtype) if dtype else teacher.to(self.args.device)
         teacher.requires_grad_(False)
         teacher.config.use_cache = False
+        if self.is_fsdp_enabled:
+            shard_teacher(teacher)  # the teacher is as large as the student: shard it too
         return teacher.eval()
 
     def _teacher_forward(self, inputs: dict[str, Any]) -> Any:
@@ -176,20 +187,42 @@ class SparseTrainerMixin:
     # ----- masks and GMP -------------------------------------------------------------------------------
     def create_optimizer(self, *args: Any, **kwargs: Any):
         optimizer = super().create_optimizer(*args, **kwargs)
+        self._follow_sharding()
         if self._optimizer_attached is not optimizer:
-            self.enforcer.attach(optimizer)
+            # Through the trainer, not the enforcer: FSDP may swap the enforcer for a sharded one later,
+            # and loading a sharded optimizer state already runs a step.
+            optimizer.register_step_post_hook(lambda *_: self._reapply_masks())
             self._optimizer_attached = optimizer
         return optimizer
+
+    def _follow_sharding(self) -> None:
+        """Once FSDP has replaced the parameters with sharded ones, rebind the enforcer to them."""
+        if not self.masks or self._enforcer_sharded or not model_is_sharded(self.model):
+            return
+        self._enforcer_sharded = True
+        self.enforcer.remove()
+        self.enforcer = MaskEnforcer(self.model, shard_masks(self.model, self.masks))
+
+    @torch.no_grad()
+    def _reapply_masks(self) -> None:
+        self._follow_sharding()
+        self.enforcer.reapply()
+
+    def _set_mask(self, name: str, mask: Tensor) -> None:
+        # In place: the gradient hooks hold these very tensors.
+        self.masks[name].copy_(mask.to(self.masks[name].device))
+        applied = self.enforcer.masks[name]
+        if applied is not self.masks[name]:
+            applied.copy_(shard_like(self.masks[name], applied))
 
     @torch.no_grad()
     def update_masks(self, step: int) -> None:
         """Bring masks to the GMP target of `step` (no-op without GMP or between updates); re-apply them."""
+        self._follow_sharding()
         target = self.gmp.target_at(step) if self.gmp else None
         if target is not None and target != self._gmp_applied:
-            new_masks = gmp_masks(self._gmp_layers, target, self.gmp.scheme)
-            for name, mask in new_masks.items():
-                # In place: the gradient hooks hold these very tensors.
-                self.enforcer.masks[name].copy_(mask)
+            for name, mask in gmp_masks(self._gmp_layers, target, self.gmp.scheme).items():
+                self._set_mask(name, mask)
             self._gmp_applied = target
             log.info("GMP step %d: sparsity %.4f", step, target)
         self.enforcer.reapply()
@@ -216,10 +249,10 @@ class SparseTrainerMixin:
 
     def _restore_masks(self, path: Path) -> None:
         saved = load_masks(path)
-        if set(saved) != set(self.enforcer.masks):
+        if set(saved) != set(self.masks):
             raise CheckpointError(f"{path} masks other layers than this run prunes")
         for name, mask in saved.items():
-            self.enforcer.masks[name].copy_(mask)
+            self._set_mask(name, mask)
         self.enforcer.reapply()
 
     # ----- loss ----------------------------------------------------------------------------------------
@@ -277,7 +310,7 @@ class SparseTrainerMixin:
                 means = means.cpu() / self.args.world_size
             for name, value in zip(COMPONENTS, means.tolist(), strict=True):
                 logs[f"loss_{name}"] = round(value, 6)
-            logs["sparsity"] = round(_mask_sparsity(self.enforcer.masks), 4)
+            logs["sparsity"] = round(_mask_sparsity(self.masks), 4)
             self._component_sums.zero_()
             self._component_count = 0
         super().log(logs, *args, **kwargs)
