@@ -1,12 +1,22 @@
-"""End to end: SmolLM2-135M greedy decoding, dense fp32 vs magnitude-pruned sparse models.
+"""End to end: SmolLM2-135M greedy decoding, dense fp32 vs magnitude-pruned sparse models, eager and prepared.
 
-    OMP_WAIT_POLICY=passive python benchmarks/bench_e2e.py --threads 1 2
+    OMP_WAIT_POLICY=passive python benchmarks/bench_e2e.py --threads 1 2            # full run (~1-2 h)
+    python benchmarks/bench_e2e.py --table benchmarks/results/e2e.json              # markdown table
 
-For each thread count: tokens/s of 128 greedy new tokens (batch 1) for the dense fp32 model and for the
-model pruned to 50% / 70% (per-row magnitude, every Linear of the transformer blocks) in each value type,
-plus 70% with the (tied, unpruned) lm_head also stored in the value type — the lm_head is 576 x 49152,
-a fifth of the model's weight bytes, and dominates a sparse model's decode otherwise. It also splits a
-token's time into Linear layers vs everything else (attention, norms, sampling, Python).
+Models: dense fp32, and the model pruned to 50% / 70% (per-row magnitude, every Linear of the transformer
+blocks) in each value type, plus 70% with the (tied, unpruned) lm_head also stored in the value type: it
+is 576 x 49152, a fifth of the model's weight bytes, and dominates a sparse model's decode otherwise.
+
+Each model runs in two modes, batch 1, --tokens new tokens after the same prompt:
+- "eager": the model as converted, ``model.generate`` (HF dynamic cache, eager PyTorch);
+- "prepared": a copy after ``prepare_for_decode`` (q/k/v and gate/up fused, static KV cache, the decoder
+  step compiled once by torch.compile/inductor), decoded with ``greedy_decode`` (``--api generate``:
+  ``model.generate``). The dense model prepared the same way is the fair baseline of prepared sparse ones.
+
+Timing: all (model, mode) pairs run in interleaved rounds; medians over --rounds of the wall time and of
+the CPU time (1 thread: the main thread's; 2 threads: the process's, i.e. the work of both threads). Time
+outside the Linear layers: the same decode with every Linear replaced by a stub that returns zeros (the
+"stub" rows), as a fraction of each model's token time in the same mode.
 Results: benchmarks/results/e2e.json.
 """
 
@@ -15,7 +25,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,9 +35,28 @@ from torch import nn
 
 from sparseft.models import load_model, load_tokenizer
 from sparseft.runtime import SparseLinear, set_num_threads, sparsify_model
+from sparseft.runtime.fast_decode import greedy_decode, prepare_for_decode
+from sparseft.runtime.fusion import fuse_projections
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "The history of the printing press begins"
+BASELINE = "dense fp32"
+
+_lib = torch.library.Library("sparseft_bench", "DEF")
+_lib.define("zeros_linear(Tensor x, int out_features) -> Tensor")
+_lib.impl("zeros_linear", lambda x, m: x.new_zeros(*x.shape[:-1], m), "CPU")
+torch.library.register_fake("sparseft_bench::zeros_linear")(lambda x, m: x.new_empty(*x.shape[:-1], m))
+
+
+class StubLinear(nn.Module):
+    """A Linear that costs nothing but its call: returns zeros (an opaque op, so inductor keeps it)."""
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.sparseft_bench.zeros_linear(x, self.out_features)
 
 
 @torch.no_grad()
@@ -39,53 +70,25 @@ def prune_rows(model: nn.Module, sparsity: float) -> None:
             w.scatter_(1, idx, 0.0)
 
 
-class LinearTimer:
-    """Forward hooks that add up the time spent inside Linear / SparseLinear modules."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.total = 0.0
-        self.handles = []
-        for mod in model.modules():
-            if isinstance(mod, (nn.Linear, SparseLinear)):
-                self.handles.append(mod.register_forward_pre_hook(self._pre))
-                self.handles.append(mod.register_forward_hook(self._post))
-
-    def _pre(self, *_: object) -> None:
-        self.t0 = time.perf_counter()
-
-    def _post(self, *_: object) -> None:
-        self.total += time.perf_counter() - self.t0
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+def stubbed(base: nn.Module, fuse: bool) -> nn.Module:
+    """A copy of ``base`` whose Linear layers (after fusing, if ``fuse``) are StubLinear."""
+    model = copy.deepcopy(base)
+    if fuse:
+        fuse_projections(model)
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, (nn.Linear, SparseLinear)):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, StubLinear(mod.out_features))
+    return model
 
 
-def decode(
-    model: nn.Module, ids: torch.Tensor, tokens: int, repeats: int
-) -> tuple[float, float, list[int], float]:
-    """(best tokens/s by wall clock, by the main thread's CPU time, generated ids, fraction in Linear)."""
-    kw = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-    model.generate(ids, **{**kw, "max_new_tokens": 8, "min_new_tokens": 8})
-    best, best_cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.thread_time()
-        out = model.generate(ids, **kw)
-        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.thread_time() - c0)
-    timer = LinearTimer(model)
-    t0 = time.perf_counter()
-    model.generate(ids, **kw)
-    frac = timer.total / (time.perf_counter() - t0)
-    timer.remove()
-    return tokens / best, tokens / best_cpu, out[0, ids.shape[1] :].tolist(), frac
-
-
-def variants(base: nn.Module) -> dict[str, nn.Module]:
-    """The dense model and every sparse variant, built from the same weights."""
-    out = {"dense fp32": base}
+def variants(base: nn.Module, only: list[str] | None) -> tuple[dict[str, nn.Module], dict[str, nn.Module]]:
+    """({name: model} to time, {sparsity: masked dense model} for the greedy-token check)."""
+    out, masked = {BASELINE: base}, {}
     for sp in (0.5, 0.7):
         pruned = copy.deepcopy(base)
         prune_rows(pruned, sp)
+        masked[f"{sp:.0%}"] = pruned
         for fmt in ("fp32", "bf16", "int8"):
             m = copy.deepcopy(pruned)
             sparsify_model(m, fmt)
@@ -94,50 +97,175 @@ def variants(base: nn.Module) -> dict[str, nn.Module]:
                 h = copy.deepcopy(m)
                 h.lm_head = SparseLinear.from_dense(h.lm_head, fmt)
                 out[f"{sp:.0%} {fmt} + {fmt} lm_head"] = h
-        out[f"{sp:.0%} masked dense fp32"] = pruned
+    if only:
+        out = {k: v for k, v in out.items() if k == BASELINE or k in only}
+    return out, masked
+
+
+def decoder(
+    model: nn.Module, ids: torch.Tensor, tokens: int, mode: str, api: str
+) -> Callable[[], torch.Tensor]:
+    """A function decoding ``tokens`` greedy tokens after ``ids`` with ``model`` in ``mode``."""
+    if mode == "eager" or api == "generate":
+        kw = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+        return lambda: model.generate(ids, **kw)
+    return lambda: greedy_decode(model, ids, tokens)
+
+
+def timed(
+    fn: Callable[[], torch.Tensor], cpu_clock: Callable[[], float]
+) -> tuple[float, float, torch.Tensor]:
+    t0, c0 = time.perf_counter(), cpu_clock()
+    out = fn()
+    return time.perf_counter() - t0, cpu_clock() - c0, out
+
+
+def build_runs(args: argparse.Namespace, base: nn.Module, ids: torch.Tensor) -> tuple[dict, dict, dict]:
+    """({(name, mode): decode fn}, {(name, mode): compile seconds}, {name: masked dense tokens})."""
+    models, masked = variants(base, args.variants)
+    models["stub"] = stubbed(base, fuse=False)
+    runs, compile_s = {}, {}
+    length = ids.shape[1] + args.tokens
+    for name, model in models.items():
+        if "eager" in args.modes:
+            runs[(name, "eager")] = decoder(model, ids, args.tokens, "eager", args.api)
+        if "prepared" in args.modes:
+            prep = stubbed(base, fuse=True) if name == "stub" else copy.deepcopy(model)
+            prepare_for_decode(prep, fuse=name != "stub", max_cache_len=length, dynamic=args.dynamic)
+            fn = decoder(prep, ids, args.tokens, "prepared", args.api)
+            t0 = time.perf_counter()
+            fn()  # compiles
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            fn()
+            compile_s[name] = first - (time.perf_counter() - t0)
+            print(f"{name}: compiled in {compile_s[name]:.0f} s", flush=True)
+            runs[(name, "prepared")] = fn
+    kw = dict(max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False)
+    ref_tokens = {sp: m.generate(ids, **kw)[0, ids.shape[1] :].tolist() for sp, m in masked.items()}
+    return runs, compile_s, ref_tokens
+
+
+def measure(runs: dict, threads: int, rounds: int) -> dict:
+    """{(name, mode): (median wall s, median CPU s, tokens)} over interleaved rounds."""
+    torch.set_num_threads(threads)
+    set_num_threads(threads)
+    clock = time.thread_time if threads == 1 else time.process_time
+    samples: dict = {key: [] for key in runs}
+    for fn in runs.values():  # warm up at this thread count
+        fn()
+    for r in range(rounds):
+        for key, fn in runs.items():
+            wall, cpu, out = timed(fn, clock)
+            samples[key].append((wall, cpu, out))
+        print(f"  round {r + 1}/{rounds} done", flush=True)
+    return {
+        k: (statistics.median(s[0] for s in v), statistics.median(s[1] for s in v), v[-1][2][0].tolist())
+        for k, v in samples.items()
+    }
+
+
+def records(
+    meas: dict, threads: int, tokens: int, prompt_len: int, ref_tokens: dict, compile_s: dict
+) -> list[dict]:
+    """One record per (model, mode), with ratios to the dense eager and the dense prepared model."""
+    out = []
+    base = {mode: meas.get((BASELINE, mode)) for mode in ("eager", "prepared")}
+    for (name, mode), (wall, cpu, toks) in meas.items():
+        stub = meas.get(("stub", mode))
+        rec = {"model": name, "mode": mode, "threads": threads, "tokens_per_s": tokens / wall,
+               "tokens_per_s_cpu": tokens / cpu, "cpu_clock": "thread" if threads == 1 else "process"}  # fmt: skip
+        for ref_mode, ref in base.items():
+            if ref is not None:
+                rec[f"vs_dense_{ref_mode}"] = ref[0] / wall
+                rec[f"vs_dense_{ref_mode}_cpu"] = ref[1] / cpu
+        if stub is not None and name != "stub":
+            rec["outside_linear_fraction"] = min(
+                1.0, (stub[1] if threads == 1 else stub[0]) / (cpu if threads == 1 else wall)
+            )
+        new = toks[prompt_len:]
+        key = name.split(" ")[0]
+        if key in ref_tokens and name != "stub":
+            rec["same_tokens_as_masked_dense"] = (
+                sum(a == b for a, b in zip(new, ref_tokens[key], strict=False)) / tokens
+            )
+        if mode == "prepared":
+            eager = meas.get((name, "eager"))
+            if eager is not None:
+                rec["same_tokens_as_eager"] = (
+                    sum(a == b for a, b in zip(new, eager[2][prompt_len:], strict=False)) / tokens
+                )
+            if name in compile_s:
+                rec["compile_s"] = compile_s[name]
+        rec["tokens"] = new
+        out.append(rec)
     return out
+
+
+def table(data: dict) -> str:
+    """The markdown table of BENCHMARKS.md from a results file."""
+    head = ("| threads | model | mode | tokens/s wall | tokens/s CPU | vs dense eager (wall / CPU) | "
+            "vs dense prepared (wall / CPU) | time outside Linear | same tokens as masked dense / as eager |")  # fmt: skip
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def pair(r: dict, k: str) -> str:
+        return f"{r[k]:.2f}x / {r[k + '_cpu']:.2f}x" if k in r else ""
+
+    def pct(r: dict, k: str) -> str:
+        return f"{r[k]:.0%}" if k in r else "-"
+
+    for r in data["results"]:
+        lines.append(
+            f"| {r['threads']} | {r['model']} | {r['mode']} | {r['tokens_per_s']:.1f} | {r['tokens_per_s_cpu']:.1f} | "
+            f"{pair(r, 'vs_dense_eager')} | {pair(r, 'vs_dense_prepared')} | {pct(r, 'outside_linear_fraction')} | "
+            f"{pct(r, 'same_tokens_as_masked_dense')} / {pct(r, 'same_tokens_as_eager')} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported")
+    ap.add_argument("--modes", nargs="+", default=["eager", "prepared"], choices=["eager", "prepared"])
+    ap.add_argument(
+        "--api", default="greedy", choices=["greedy", "generate"], help="decode API of prepared models"
+    )
+    ap.add_argument("--variants", nargs="*", default=None, help='only these sparse models, e.g. "70%% int8"')
+    ap.add_argument(
+        "--dynamic", action="store_true", help="torch.compile(dynamic=True) instead of fixed shapes"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "e2e.json")
+    ap.add_argument(
+        "--table", type=Path, default=None, help="print the markdown table of a results file and exit"
+    )
     args = ap.parse_args()
+    if args.table is not None:
+        print(table(json.loads(args.table.read_text())))
+        return
+    torch._dynamo.config.recompile_limit = 64  # every prepared model compiles the same forward code
+    torch._dynamo.config.accumulated_recompile_limit = 1024
+    torch.set_num_threads(1)
+    set_num_threads(1)
     base = load_model("smollm2-135m", "float32")
     ids = load_tokenizer("smollm2-135m")(PROMPT, return_tensors="pt").input_ids
-    models = variants(base)
-    records = []
+    runs, compile_s, ref_tokens = build_runs(args, base, ids)
+    results = []
     for threads in args.threads:
-        torch.set_num_threads(threads)
-        set_num_threads(threads)
-        ref_tps = ref_cpu = None
-        ref_tokens = {}
-        for name, model in models.items():
-            tps, cpu_tps, toks, frac = decode(model, ids, args.tokens, args.repeats)
-            ref_tps, ref_cpu = ref_tps or tps, ref_cpu or cpu_tps
-            key = name.split(" ")[0]
-            if "masked" in name:
-                ref_tokens[key] = toks
-            rec = {"model": name, "threads": threads, "tokens_per_s": tps, "speedup_vs_dense_fp32": tps / ref_tps,
-                   "linear_time_fraction": frac, "tokens": toks}  # fmt: skip
-            if threads == 1:  # CPU time of the only thread: leaves out waits for a CPU busy with other jobs
-                rec.update(tokens_per_s_cpu=cpu_tps, speedup_vs_dense_fp32_cpu=cpu_tps / ref_cpu)
-            records.append(rec)
-            print(
-                f"t={threads} {name:28s} {tps:7.1f} tok/s  {tps / ref_tps:5.2f}x  linear {frac:.0%}",
-                flush=True,
-            )
-        for rec in records:  # greedy tokens vs the masked dense model with the same sparsity
-            key = rec["model"].split(" ")[0]
-            if rec["threads"] == threads and key in ref_tokens and "masked" not in rec["model"]:
-                same = sum(a == b for a, b in zip(rec["tokens"], ref_tokens[key], strict=False))
-                rec["same_tokens_as_masked_dense"] = same / len(rec["tokens"])
+        meas = measure(runs, threads, args.rounds)
+        results += records(meas, threads, args.tokens, ids.shape[1], ref_tokens, compile_s)
+        for r in results[-len(meas) :]:
+            print(f"t={threads} {r['model']:28s} {r['mode']:8s} {r['tokens_per_s']:6.1f} tok/s wall "
+                  f"{r['tokens_per_s_cpu']:6.1f} CPU  {r.get('vs_dense_eager_cpu', 0):5.2f}x eager(CPU)  "
+                  f"{r.get('vs_dense_prepared_cpu', 0):5.2f}x prepared(CPU)  outside {r.get('outside_linear_fraction', 0):.0%}", flush=True)  # fmt: skip
+    meta = {"model": "smollm2-135m", "tokens": args.tokens, "batch": 1, "prompt": PROMPT, "api": args.api,
+            "dynamic": args.dynamic, "timing": f"medians of {args.rounds} interleaved rounds", "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model": "smollm2-135m", "tokens": args.tokens, "batch": 1, "prompt": PROMPT,
-            "timing": f"wall clock, best of {args.repeats} generate() calls", "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    args.out.write_text(json.dumps({"meta": meta, "results": records}, indent=1))
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    tmp.replace(args.out)
     print(f"wrote {args.out}")
 
 

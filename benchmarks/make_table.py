@@ -32,17 +32,9 @@ def kernel_table(data: dict, threads: int, batch: int) -> str:
 
 
 def e2e_table(data: dict) -> str:
-    lines = ["| threads | model | tokens/s (wall) | vs dense fp32 (wall) | vs dense fp32 (CPU time) | time in Linear layers | same greedy tokens as masked dense |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in data["results"]:
-        same = r.get("same_tokens_as_masked_dense")
-        cpu = r.get("speedup_vs_dense_fp32_cpu")
-        lines.append(
-            f"| {r['threads']} | {r['model']} | {r['tokens_per_s']:.1f} | {r['speedup_vs_dense_fp32']:.2f}x | "
-            f"{'' if cpu is None else f'{cpu:.2f}x'} | {r['linear_time_fraction']:.0%} | "
-            f"{'' if same is None else f'{same:.0%}'} |"
-        )
-    return "\n".join(lines)
+    from bench_e2e import table  # the table of e2e.json's records (eager and prepared modes)
+
+    return table(data)
 
 
 def targets_table() -> str:
@@ -93,7 +85,43 @@ def hs_table() -> str:
     return "\n".join(lines)
 
 
+def amx_batch_table(data: dict, threads: int, batch: int) -> str:
+    """Batch > 1 rows of kernels_batch_amx.json: median wall ratios vs torch fp32, the bf16 / int8 sparse
+    kernels as the runtime picks them (AMX) and on AVX-512 (AMX off), and the CPU-time ratios."""
+    rows = [r for r in data["results"] if r["threads"] == threads and r["batch"] == batch]
+    head = (
+        "| shape | sparsity | torch fp32 ms | torch bf16 | torch int8 | sparse fp32 | sparse bf16 | sparse int8 "
+        "| bf16 on AVX-512 | int8 on AVX-512 | CPU time: sparse fp32 / bf16 / int8 |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        s, c = r["speedup_vs_torch_fp32"], r.get("cpu_speedup_vs_torch_fp32", {})
+        amx = r.get("amx", {})
+        lines.append(
+            f"| {r['shape'][0]}x{r['shape'][1]} | {r['sparsity']:.0%} | {r['ms']['torch_fp32']:.3f} | "
+            f"{s['torch_bf16']:.2f}x | {s['torch_int8']:.2f}x | "
+            + " | ".join(f"**{s['sparse_' + m]:.2f}x{' (AMX)' if amx.get(m) else ''}**" for m in FMTS)
+            + " | "
+            + " | ".join(
+                f"{s[f'sparse_{m}_avx512']:.2f}x" if f"sparse_{m}_avx512" in s else "-"
+                for m in ("bf16", "int8")
+            )
+            + " | "
+            + " / ".join(f"{c['sparse_' + m]:.2f}x" if "sparse_" + m in c else "-" for m in FMTS)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
+    amx = RESULTS / "kernels_batch_amx.json"
+    if amx.exists():
+        data = json.loads(amx.read_text())
+        print(f"Batch > 1 with AMX, {data['meta']}\n")
+        for t in sorted({r["threads"] for r in data["results"]}):
+            for b in sorted({r["batch"] for r in data["results"]}):
+                print(f"\n#### batch {b}, {t} thread(s)\n")
+                print(amx_batch_table(data, t, b))
     kern = RESULTS / "kernels.json"
     if kern.exists():
         data = json.loads(kern.read_text())

@@ -6,6 +6,12 @@ used for calibration, which samples generated variants).
 
     OMP_WAIT_POLICY=passive python benchmarks/oneshot_smollm2.py --workdir /tmp/oneshot_runs
     -> benchmarks/results/oneshot_smollm2.json
+
+`--memory` instead runs SparseGPT 50% (default calibration) with the whole model in memory and streamed
+block by block (`--low-memory off|on`), and records peak RSS against the model's fp32 size:
+
+    OMP_WAIT_POLICY=passive python benchmarks/oneshot_smollm2.py --memory --workdir /tmp/oneshot_runs
+    -> benchmarks/results/oneshot_memory.json
 """
 
 from __future__ import annotations
@@ -29,7 +35,12 @@ CONFIGS = {
     "sparsegpt-50%": ["--method", "sparsegpt", "--sparsity", "0.5"],
     "sparsegpt-2:4": ["--method", "sparsegpt", "--nm", "2:4"],
 }
+MEMORY_CONFIGS = {
+    "sparsegpt-50%-in-memory": ["--method", "sparsegpt", "--sparsity", "0.5", "--low-memory", "off"],
+    "sparsegpt-50%-streamed": ["--method", "sparsegpt", "--sparsity", "0.5", "--low-memory", "on"],
+}
 RESULTS = Path(__file__).parent / "results" / "oneshot_smollm2.json"
+MEMORY_RESULTS = Path(__file__).parent / "results" / "oneshot_memory.json"
 
 
 def parse_time_v(text: str) -> dict:
@@ -92,6 +103,44 @@ def heldout_perplexity(model_ref: str) -> float:
     return round(perplexity(model, tok, [p.text for p in gsm_problems()], seqlen=512), 3)
 
 
+def import_baseline_mib() -> float:
+    """Peak RSS of a Python that only imports what `sparseft oneshot` imports (torch, transformers, ...)."""
+    code = (
+        "import resource, sparseft.cli, sparseft.prune.streaming, sparseft.data.calibration;"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return round(int(out.split()[-1]) / 1024, 1)
+
+
+def run_memory(workdir: Path, results_path: Path) -> dict:
+    """Both residency modes of SparseGPT 50%, their peak RSS against the fp32 weights, and perplexity."""
+    from sparseft.models import packaged_model_dir
+
+    weights = packaged_model_dir("smollm2-135m") / "model.safetensors"
+    results = {
+        "setup": {
+            "command": "/usr/bin/time -v sparseft oneshot smollm2-135m --method sparsegpt --sparsity 0.5 "
+            "--low-memory off|on --out DIR (defaults: 128 x 512 calibration tokens, batch 8)",
+            "model_fp32_mib": round(weights.stat().st_size / 2**20, 1),
+            "python_torch_transformers_mib": import_baseline_mib(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, OMP_WAIT_POLICY=passive",
+            "note": "peak RSS = /usr/bin/time's maximum resident set size (file-backed pages of mapped weights "
+            "included); the machine was shared, so wall times are upper bounds and user+sys is the CPU time",
+        },
+        "runs": {},
+    }
+    for name, extra in MEMORY_CONFIGS.items():
+        entry = run_config(name, extra, workdir)
+        entry["perplexity"] = heldout_perplexity(entry["folder"])
+        entry["peak_over_fp32"] = round(entry["max_rss_mib"] / results["setup"]["model_fp32_mib"], 2)
+        results["runs"][name] = entry
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"{name}: {entry}", file=sys.stderr, flush=True)
+    return results
+
+
 def merge_results(results_path: Path, parts: list[Path]) -> None:
     """Fold the dense entry and runs of `parts` into `results_path` (later files win)."""
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -129,7 +178,13 @@ def main() -> None:
         metavar="JSON",
         help="only merge these results files (runs made in parallel) into --results, then stop",
     )
+    parser.add_argument("--memory", action="store_true",
+                        help=f"peak memory in memory vs streamed (SparseGPT 50%%) -> {MEMORY_RESULTS}")
     args = parser.parse_args()
+    if args.memory:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        print(json.dumps(run_memory(Path(args.workdir), MEMORY_RESULTS), indent=2))
+        return
     results_path: Path = args.results
     if args.merge:
         merge_results(results_path, args.merge)

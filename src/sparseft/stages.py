@@ -83,15 +83,21 @@ def run_quantize(ctx, settings) -> dict:
 
 def run_compress(ctx, settings) -> dict:
     """Swap the pruned Linears for SparseLinear (bitmask + packed values) and save a compressed checkpoint."""
+    from sparseft.quant.to_runtime import folder_int8_specs
     from sparseft.runtime import save_compressed, sparsify_model
 
     model, _ = _load(ctx)
     masks = _input_masks(ctx)
-    names = sparsify_model(model, settings.values, masks=masks)
+    # A quantized input keeps its exact int8 values, scales and activation modes; the layers its quantize
+    # stage left in full precision are not int8-quantized here either (fp32 unless values is bf16).
+    int8 = folder_int8_specs(ctx.input)
+    fmt = "fp32" if int8 and settings.values == "int8" else settings.values
+    names = sparsify_model(model, fmt, masks=masks, int8=int8)
     save_compressed(model, ctx.output)
     size = sum(f.stat().st_size for f in ctx.output.iterdir())
     dense = sum(f.stat().st_size for f in Path(ctx.input).glob("*.safetensors") if f.name != MASKS_FILE)
     return {"stage": "compress", "values": settings.values, "layers": len(names), "bytes": size,
+            "int8_layers": len(int8), "w8a8_layers": sum(spec.act != "none" for spec in int8.values()),
             "input_bytes": dense, "ratio": dense / size if size else None}
 
 

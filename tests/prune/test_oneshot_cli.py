@@ -62,6 +62,25 @@ def test_cli_writes_a_loadable_pruned_model_with_masks(tiny_llama_dir, corpus, t
     assert all(layer["error"] >= 0 for layer in record["layers"])
 
 
+def test_cli_low_memory_modes_write_the_same_folder(tiny_llama_dir, corpus, tmp_path, capsys):
+    outs = {}
+    for mode in ("on", "off"):
+        outs[mode] = tmp_path / mode
+        argv = ["oneshot", str(tiny_llama_dir), "--calib", str(corpus), "--nsamples", "8", "--seqlen", "32",
+                "--method", "wanda", "--error-batches", "all", "--low-memory", mode, "--no-progress",
+                "--out", str(outs[mode])]
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        assert ("streamed block by block" in printed) == (mode == "on")
+    a, b = (load_model(outs[m]).state_dict() for m in ("on", "off"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    masks = [load_masks(outs[m] / "masks.safetensors") for m in ("on", "off")]
+    assert masks[0].keys() == masks[1].keys() and all(torch.equal(masks[0][k], masks[1][k]) for k in masks[0])
+    records = [json.loads((outs[m] / "sparseft.json").read_text()) for m in ("on", "off")]
+    assert [r["low_memory"] for r in records] == [True, False]
+    assert records[0]["error_batches"] is None and records[0]["layers"][0]["error_tokens"] == 8 * 32
+
+
 def test_cli_reports_bad_input_without_traceback(tiny_llama_dir, tmp_path, capsys):
     assert main(["oneshot", str(tiny_llama_dir), "--calib", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 1
     assert "neither 'gsm'" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """`sparseft bench`: time the sparse kernels (or a compressed model's decoding) against dense PyTorch.
 
 sparseft bench --shape 4096x4096 --sparsity 0.7 --batch 1 --threads 1
-sparseft bench --model runs/smollm2-70-int8 --tokens 64
+sparseft bench --model runs/smollm2-70-int8 --tokens 64 [--fuse] [--compile]
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads (default torch.get_num_threads())")
     p.add_argument("--model", type=Path, default=None, help="compressed checkpoint folder to decode with")
     p.add_argument("--tokens", type=int, default=64, help="new tokens for --model (default 64)")
+    p.add_argument("--fuse", action="store_true", help="--model: fuse q/k/v and gate/up into one call each")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="--model: static KV cache and a torch.compile'd decoder step (the first call compiles: minutes)",
+    )
     p.add_argument(
         "--seconds", type=float, default=2.0, help="measuring time of the kernel bench (default 2)"
     )
@@ -76,7 +82,16 @@ def _bench_model(args: argparse.Namespace) -> None:
 
     model = load_compressed(args.model)
     ids = torch.tensor([[1, 2, 3, 4]])
+    if args.fuse or args.compile:
+        from sparseft.runtime.fast_decode import prepare_for_decode
+
+        prepare_for_decode(
+            model, compile=args.compile, fuse=args.fuse, max_cache_len=ids.shape[1] + args.tokens
+        )
+    t0 = time.perf_counter()
     model.generate(ids, max_new_tokens=4, do_sample=False, min_new_tokens=4)
+    if args.compile:
+        print(f"compiled the decoder step in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
     model.generate(ids, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False)
     dt = time.perf_counter() - t0

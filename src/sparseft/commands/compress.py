@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Convert every Linear layer whose weight has zeros (the pruning mask) into the compressed "
             "bitmask format and save a checkpoint folder that `sparseft.runtime.load_compressed` (and "
             "`sparseft bench --model`) loads. Values are stored as fp32 (exact), bf16 or int8 "
-            "(per-output-channel scales)."
+            "(per-output-channel scales). A folder written by `sparseft quantize` keeps its int8 values and "
+            "scales exactly and its W8A8 layers run with int8 activations; the layers it left in full "
+            "precision stay fp32 (bf16 with --format bf16)."
         ),
     )
     p.add_argument(
@@ -41,10 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sparseft.models import load_model
+    from sparseft.quant.to_runtime import folder_int8_specs
     from sparseft.runtime import save_compressed, sparsify_model
 
     model = load_model(args.model, "float32")
-    names = sparsify_model(model, args.format, min_sparsity=args.min_sparsity)
+    # a quantized folder (sparseft quantize) keeps its int8 values, scales and activation modes exactly
+    int8 = folder_int8_specs(args.model) if Path(args.model).is_dir() else {}
+    fmt = "fp32" if int8 and args.format == "int8" else args.format
+    names = sparsify_model(model, fmt, min_sparsity=args.min_sparsity, int8=int8)
     if not names:
         raise ModelError(
             f"no Linear layer of {args.model} has more than {args.min_sparsity:.0%} zeros; "

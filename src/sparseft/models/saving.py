@@ -12,11 +12,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors.torch import save_file
 
-from sparseft.prune.masks import Masks, save_masks
+if TYPE_CHECKING:
+    from sparseft.prune.masks import Masks
 
 MASKS_FILE = "masks.safetensors"
 RECORD_FILE = "sparseft.json"
@@ -37,24 +41,42 @@ def save_model_folder(
     `extra_tensors` maps a file name to tensors written beside the model as safetensors
     (e.g. {"quant_scales.safetensors": scales}).
     """
+    with atomic_folder(out_dir, overwrite) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if masks is not None:
+            from sparseft.prune.masks import save_masks  # here: sparseft.prune imports this module
+
+            save_masks(masks, tmp / MASKS_FILE)
+        for file_name, tensors in (extra_tensors or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / file_name))
+        if record is not None:
+            write_record(tmp, record)
+    return Path(out_dir)
+
+
+def write_record(folder: str | Path, record: dict) -> None:
+    """The run's JSON record (`sparseft.json`) in `folder`."""
+    (Path(folder) / RECORD_FILE).write_text(json.dumps(record, indent=2))
+
+
+@contextmanager
+def atomic_folder(out_dir: str | Path, overwrite: bool = True) -> Iterator[Path]:
+    """A temporary sibling of `out_dir` to fill; renamed onto `out_dir` on success, removed on error.
+
+    >>> with atomic_folder("runs/m") as tmp:
+    ...     (tmp / "config.json").write_text("{}")
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True or choose another --out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if masks is not None:
-            save_masks(masks, tmp / MASKS_FILE)
-        for file_name, tensors in (extra_tensors or {}).items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / file_name))
-        if record is not None:
-            (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2))
+        yield tmp
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir

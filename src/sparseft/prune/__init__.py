@@ -4,6 +4,8 @@
 >>> masks = magnitude_prune(model, 0.5)                  # uniform 50% per layer
 >>> masks = magnitude_prune(model, 0.5, nm=(2, 4))       # 2:4
 >>> report = oneshot(model, calib_batches, method="sparsegpt", sparsity=0.5)   # block by block
+>>> model, stream = load_for_oneshot("runs/dense")          # weights stay on disk, one block loaded at a time
+>>> report = oneshot_to_folder(model, "runs/pruned", calib_batches, stream=stream, sparsity=0.5)
 >>> print(sparsity_report(model, masks).format())
 """
 
@@ -25,12 +27,15 @@ from sparseft.prune.masks import (
     sparsity_report,
 )
 from sparseft.prune.sparsegpt import sparsegpt_prune
+from sparseft.prune.streaming import load_for_oneshot, oneshot_to_folder
 from sparseft.prune.wanda import wanda_mask
 
 __all__ = [
     "MaskEnforcer",
     "OneShotReport",
     "oneshot",
+    "oneshot_to_folder",
+    "load_for_oneshot",
     "sparsegpt_prune",
     "wanda_mask",
     "apply_masks",

@@ -5,11 +5,11 @@ per token (dynamic) or per tensor (static, calibrated), fake-quant evaluation an
     >>> print(layer_sensitivity(model, calib_batches).format(max_rows=10))
     >>> fq = quantize_model(model, "w8a8", ignore=[r"mlp\\.down_proj$"], masks=masks)
     >>> save_quantized(model, "runs/smollm2-50-w8a8", fq, tokenizer=tok, masks=masks)
-    >>> from sparseft.runtime import sparsify_model
-    >>> sparsify_model(model, "int8", masks=masks)     # the same int8 values on the sparse int8 kernels
+    >>> compress_quantized(model, fq, masks=masks)     # the same int8 values (and scales) on the sparse
+    ...                                                # int8 kernels; W8A8 layers on the VNNI W8A8 kernel
 
 Pure math: `weights.py`, `activations.py` (and `gptq.py`); model plumbing: `fakequant.py`,
-`sensitivity.py`, `checkpoint.py`.
+`sensitivity.py`, `checkpoint.py`, `to_runtime.py`.
 """
 
 from sparseft.quant.activations import (
@@ -35,6 +35,7 @@ from sparseft.quant.sensitivity import (
     group_loss_sensitivity,
     layer_sensitivity,
 )
+from sparseft.quant.to_runtime import compress_quantized, folder_int8_specs, runtime_int8_specs
 from sparseft.quant.weights import (
     QMAX,
     QuantizedWeight,
@@ -57,10 +58,12 @@ __all__ = [
     "QuantizedWeight",
     "SensitivityReport",
     "calibrate_input_scales",
+    "compress_quantized",
     "dequantize_weight",
     "fake_quantize_per_token",
     "fake_quantize_static",
     "fake_quantize_weight",
+    "folder_int8_specs",
     "group_loss_sensitivity",
     "layer_sensitivity",
     "load_quantized",
@@ -71,6 +74,7 @@ __all__ = [
     "quantize_weight",
     "quantize_with_scale",
     "read_quantizer",
+    "runtime_int8_specs",
     "save_quantized",
     "weight_scale",
 ]

@@ -7,9 +7,9 @@ the same way, so the result is sparse with the very same mask: the joint sparse+
 SparseGPT paper with the mask already chosen. Names follow the reference code: `W` (out, in),
 `H` (in, in) = 2/n sum x x^T, `Hinv` the upper Cholesky factor of H^-1, `Err` a block's scaled errors.
 
-Caveat: the runtime's int8 format recomputes each row's scale as max|W[r]| / 127. After GPTQ a row's
-largest value may end below 127 steps, so compressing the dequantized weight re-rounds that row onto a
-slightly finer grid (still int8, but not these exact `q`); round-to-nearest weights are unaffected.
+After GPTQ a row's largest |q| may end below 127, so its scale is not max|W[r]| / 127: the runtime
+must be given the scales (`sparseft.quant.compress_quantized`, the compress stage and `sparseft compress`
+on a quantized folder do so) to get back exactly these `q`.
 
     >>> X = torch.randn(1000, 64) @ torch.randn(64, 64)          # correlated inputs (tokens, in)
     >>> H = 2 * X.T @ X / len(X)

@@ -7,14 +7,22 @@
 """
 
 from sparseft.runtime.checkpoint import load_compressed, save_compressed
-from sparseft.runtime.convert import select_layers, sparsify_model
+from sparseft.runtime.convert import Int8Spec, select_layers, sparsify_model
 from sparseft.runtime.format import FORMATS, CompressedWeight, compress
-from sparseft.runtime.kernels import best_isa, forced_isa, set_isa, set_num_threads, sparse_matmul
+from sparseft.runtime.kernels import (
+    best_isa,
+    forced_isa,
+    set_isa,
+    set_num_threads,
+    sparse_matmul,
+    sparse_matmul_w8a8,
+)
 from sparseft.runtime.linear import SparseLinear
 
 __all__ = [
     "FORMATS",
     "CompressedWeight",
+    "Int8Spec",
     "SparseLinear",
     "best_isa",
     "compress",
@@ -25,5 +33,6 @@ __all__ = [
     "set_isa",
     "set_num_threads",
     "sparse_matmul",
+    "sparse_matmul_w8a8",
     "sparsify_model",
 ]

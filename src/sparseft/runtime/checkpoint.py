@@ -4,8 +4,8 @@
     >>> model = load_compressed("out/smollm2-70-int8")    # SparseLinear layers, ready to generate()
 
 Folder layout: ``config.json`` (the HF config), ``model.safetensors`` (every tensor of the state dict;
-sparse layers as ``NAME.mask/.values/.rowptr/.scales[/.bias]``), ``sparseft.json`` (format version, per
-layer fmt/shape/nnz, tied-tensor aliases, and the byte size + sha256 of ``model.safetensors``). The folder
+sparse layers as ``NAME.mask/.values/.rowptr/.scales[/.bias][/.input_scale]``), ``sparseft.json`` (format
+version, per layer fmt/index/shape/nnz/activation mode, tied-tensor aliases, and the byte size + sha256 of ``model.safetensors``). The folder
 is written under a temporary name and moved into place with os.replace, so a crash leaves no half
 checkpoint; loading checks size, checksum and every tensor's shape and dtype.
 """
@@ -62,6 +62,7 @@ def _layer_record(module: SparseLinear) -> dict[str, Any]:
         "shape": [module.out_features, module.in_features],
         "nnz": module.compressed().nnz,
         "bias": module.bias is not None,
+        "act": module.act,
     }
 
 
@@ -162,8 +163,9 @@ def load_compressed(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     for name, rec in meta["layers"].items():
         shell = SparseLinear.empty(
-            rec["shape"][0], rec["shape"][1], rec["nnz"], rec["fmt"], rec["bias"], rec.get("index", "bitmask")
-        )
+            rec["shape"][0], rec["shape"][1], rec["nnz"], rec["fmt"], rec["bias"], rec.get("index", "bitmask"),
+            rec.get("act", "none"),
+        )  # fmt: skip
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, shell)
     try:

@@ -4,16 +4,33 @@
 >>> sparsify_model(model, fmt="bf16")                                    # in place, returns names
 ['model.layers.0.self_attn.q_proj', ...]
 >>> model.generate(ids, max_new_tokens=20)                               # unchanged API
+
+A quantized model (sparseft.quant) keeps its exact int8 values and scales, and W8A8 layers run with int8
+activations, when each layer's `Int8Spec` is passed (`sparseft.quant.runtime_int8_specs` builds them):
+
+>>> sparsify_model(model, "fp32", masks=masks, int8={"model.layers.0.mlp.up_proj": Int8Spec(s, "dynamic-int8")})
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from sparseft.runtime.linear import SparseLinear, dense_weight
+
+
+@dataclass(frozen=True)
+class Int8Spec:
+    """One quantized layer for the runtime: its int8 weight scales ((out,) / (out, 1) per channel, or one
+    per tensor; kept exactly), activation mode ("none" = weight-only, "dynamic-int8", "static-int8")
+    and the static input scale."""
+
+    scales: torch.Tensor
+    act: str = "none"
+    input_scale: float | None = None
 
 
 def _is_linear(module: nn.Module) -> bool:
@@ -58,21 +75,31 @@ def sparsify_model(
     min_sparsity: float = 0.0,
     formats: dict[str, str] | None = None,
     index: str = "bitmask",
+    int8: Mapping[str, Int8Spec] | None = None,
 ) -> list[str]:
     """Replace selected layers (see ``select_layers``) by SparseLinear in place; returns their names.
 
     ``masks`` maps a layer name to a bool keep-mask of its (out, in) weight; ``formats`` overrides
-    ``fmt`` per layer; ``index`` is "bitmask", "delta" or "auto" (per layer, by density). Layers tied to another parameter (e.g. an lm_head tied to the embeddings) are
+    ``fmt`` per layer; ``index`` is "bitmask", "delta" or "auto" (per layer, by density). ``int8``: layers
+    of a quantized model, converted (even when dense) to int8 values on their own scales, with their
+    activation mode. Layers tied to another parameter (e.g. an lm_head tied to the embeddings) are
     skipped so the tie is not broken."""
     tied = _tied_weight_ids(model)
+    int8 = int8 or {}
+    chosen = set(select_layers(model, masks, filter_fn, min_sparsity)) | set(int8)
     done = []
-    for name in select_layers(model, masks, filter_fn, min_sparsity):
-        module = model.get_submodule(name)
-        if id(module.weight) in tied:
+    for name, module in list(model.named_modules()):
+        if name not in chosen or not _is_linear(module) or id(module.weight) in tied:
             continue
-        mask = None if masks is None else masks[name]
-        layer_fmt = (formats or {}).get(name, fmt)
-        _set_module(model, name, SparseLinear.from_dense(module, layer_fmt, mask, index))
+        mask = None if masks is None else masks.get(name)
+        spec = int8.get(name)
+        if spec is not None:
+            new = SparseLinear.from_dense(
+                module, "int8", mask, index, act=spec.act, scales=spec.scales, input_scale=spec.input_scale
+            )
+        else:
+            new = SparseLinear.from_dense(module, (formats or {}).get(name, fmt), mask, index)
+        _set_module(model, name, new)
         done.append(name)
     return done
 

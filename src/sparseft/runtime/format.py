@@ -107,12 +107,30 @@ class CompressedWeight:
         return dense
 
 
-def _quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8: q = round(w / s), s = max|w| / 127 (1 for all-zero rows)."""
-    amax = w.abs().amax(dim=1)
-    scales = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+def _quantize_rows(w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: q = round(w / s), s = max|w| / 127 (1 for all-zero rows) unless given.
+
+    Given scales (a quantized model's, e.g. GPTQ's: a row's largest |q| may be below 127) are kept as
+    they are, so a weight already on the grid q * s gets back exactly its q."""
+    if scales is None:
+        amax = w.abs().amax(dim=1)
+        scales = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    else:
+        scales = _row_scales(scales, w.shape[0])
     q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
     return q, scales.float()
+
+
+def _row_scales(scales: torch.Tensor, m: int) -> torch.Tensor:
+    """(m,) fp32 scales from per-row ((m,) or (m, 1)) or per-tensor (one element) scales."""
+    s = scales.detach().to("cpu", torch.float32).reshape(-1)
+    if s.numel() == 1:
+        s = s.expand(m)
+    if s.numel() != m:
+        raise ConfigError(f"expected {m} per-row int8 scales or one per-tensor scale, got {s.numel()}")
+    if not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
+        raise ConfigError("int8 scales must be positive and finite")
+    return s.contiguous()
 
 
 def _delta_entries(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -158,11 +176,17 @@ def _choose_index(m: int, k: int, nnz: int, fmt: str) -> str:
 
 
 def compress(
-    dense: torch.Tensor, fmt: str = "fp32", mask: torch.Tensor | None = None, index: str = "bitmask"
+    dense: torch.Tensor,
+    fmt: str = "fp32",
+    mask: torch.Tensor | None = None,
+    index: str = "bitmask",
+    scales: torch.Tensor | None = None,
 ) -> CompressedWeight:
     """Compress a 2-D weight (out_features, in_features); zeros (or ``~mask``) are not stored.
 
     ``index``: "bitmask" (default), "delta" (high sparsity) or "auto" (delta below ``DELTA_BELOW`` density).
+    ``scales`` (int8 only): the int8 scales to use, per row ((M,) or (M, 1)) or per tensor, instead of
+    max|row| / 127; a weight fake-quantized on these scales (q * s) compresses to exactly its q.
 
     >>> cw = compress(torch.tensor([[0.0, 2.0], [3.0, 0.0]]), "bf16")
     >>> cw.nnz, cw.mask.tolist()
@@ -172,6 +196,8 @@ def compress(
         raise ConfigError(f"unknown weight format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if dense.dim() != 2:
         raise ConfigError(f"expected a 2-D weight, got shape {tuple(dense.shape)}")
+    if scales is not None and fmt != "int8":
+        raise ConfigError(f"scales apply to int8 values only, not {fmt}")
     w = dense.detach().to("cpu", torch.float32)
     keep = (w != 0) if mask is None else mask.to("cpu", torch.bool) & (w != 0)
     w = w * keep
@@ -181,7 +207,7 @@ def compress(
     if index not in INDEXES:
         raise ConfigError(f"unknown index {index!r}; expected one of {', '.join(INDEXES)} or auto")
     if index == "delta":
-        return _compress_delta(w, keep, fmt)
+        return _compress_delta(w, keep, fmt, scales)
     kw = (k + 63) // 64
     padded = np.zeros((m, kw * 64), dtype=bool)
     padded[:, :k] = keep.numpy()
@@ -189,7 +215,7 @@ def compress(
     rowptr = torch.zeros(m + 1, dtype=torch.int64)
     rowptr[1:] = keep.sum(dim=1).cumsum(0)
     if fmt == "int8":
-        q, scales = _quantize_rows(w)
+        q, scales = _quantize_rows(w, scales)
         vals = q[keep]
     else:
         scales = torch.zeros(0, dtype=torch.float32)
@@ -206,7 +232,9 @@ def compress(
     )
 
 
-def _compress_delta(w: torch.Tensor, keep: torch.Tensor, fmt: str) -> CompressedWeight:
+def _compress_delta(
+    w: torch.Tensor, keep: torch.Tensor, fmt: str, scales: torch.Tensor | None = None
+) -> CompressedWeight:
     m, _ = w.shape
     gaps, cols, counts = _delta_entries(keep.numpy())
     rows = torch.repeat_interleave(torch.arange(m), torch.from_numpy(counts))
@@ -214,7 +242,7 @@ def _compress_delta(w: torch.Tensor, keep: torch.Tensor, fmt: str) -> Compressed
     rowptr = torch.zeros(m + 1, dtype=torch.int64)
     rowptr[1:] = torch.from_numpy(counts).cumsum(0)
     if fmt == "int8":
-        q, scales = _quantize_rows(w)
+        q, scales = _quantize_rows(w, scales)
         vals = q[rows, cols_t]
     else:
         scales = torch.zeros(0, dtype=torch.float32)

@@ -112,6 +112,28 @@ static PyObject *py_best_isa(PyObject *self, PyObject *args) {
     return PyLong_FromLong(best_isa());
 }
 
+static PyObject *py_amx_available(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyBool_FromLong(sp_amx_available());
+}
+
+/* Smallest batch that runs the AMX kernels on the AVX-512 path, per value format; 0 = never. */
+static int amx_min_batch[3] = {0, 0, 0};
+
+static PyObject *py_set_amx(PyObject *self, PyObject *args) {
+    (void)self;
+    int bf16, i8;
+    if (!PyArg_ParseTuple(args, "ii", &bf16, &i8)) return NULL;
+    if ((bf16 > 0 || i8 > 0) && !sp_amx_available()) {
+        PyErr_SetString(PyExc_ValueError, "_kernels.set_amx: AMX is not available on this CPU / OS");
+        return NULL;
+    }
+    amx_min_batch[FMT_BF16] = bf16 > 0 ? bf16 : 0;
+    amx_min_batch[FMT_I8] = i8 > 0 ? i8 : 0;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_matmul(PyObject *self, PyObject *args) {
     (void)self;
     int fmt, isa, nthreads, delta = 0;
@@ -142,17 +164,23 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
     j->y = (float *)(intptr_t)y;
     xsrc src = {(const float *)(intptr_t)x, sr, sc};
     const int64_t Kp = j->Kp;
+    /* AMX (set_amx): bf16 / int8 values, bitmask index; int8: int32 sums exact while K * 127 * 255 < 2^31. */
+    int use_amx = isa == ISA_AVX512 && !delta && amx_min_batch[fmt] > 0 && N >= amx_min_batch[fmt] &&
+                  (fmt != FMT_I8 || K <= 65536);
     /* VNNI int32 partial sums stay exact only while K * 127 * 255 < 2^31. */
     int use_spmv = !delta && isa == ISA_AVX512 && N == 1 && (fmt != FMT_I8 || K <= 65536);
     int64_t tiles = (N + BTILE - 1) / BTILE;
-    size_t bytes = use_spmv ? (size_t)Kp * 4 + 64
+    size_t bytes = use_amx ? sp_amx_xbytes(fmt, N, Kp) : use_spmv ? (size_t)Kp * 4 + 64
                    : (!delta && isa == ISA_AVX512 && N > SMALL_BATCH_MAX) ? sizeof(float) * (size_t)(tiles * Kp * BTILE)
                                                                 : sizeof(float) * (size_t)(N * Kp);
     void *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!buf) return PyErr_NoMemory();
 
     Py_BEGIN_ALLOW_THREADS
-    if (use_spmv) {
+    if (use_amx) {
+        tk.kern = sp_spmm_amx;
+        sp_amx_prep_x(j, src.x, sr, sc, buf, nthreads);
+    } else if (use_spmv) {
         tk.kern = sp_spmv_avx512;
         if (fmt == FMT_F32) {
             prep_rows(&src, 1, K, Kp, (float *)buf);
@@ -187,18 +215,31 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
     tk.bounds = bounds;
     atomic_init(&tk.next, 0);
     split_rows(j, tk.nchunks, tk.bounds);
+    for (int64_t c = 1; use_amx && c < tk.nchunks; c++) /* AMX works on 16-row tiles */
+        tk.bounds[c] = (tk.bounds[c] + 8) / 16 * 16 < M ? (tk.bounds[c] + 8) / 16 * 16 : M;
     pool_run(run_task, &tk, nthreads);
     Py_END_ALLOW_THREADS
     free(buf);
     Py_RETURN_NONE;
 }
 
+PyObject *py_w8a8_matmul(PyObject *self, PyObject *args); /* w8a8_module.c */
+
 static PyMethodDef methods[] = {
     {"best_isa", py_best_isa, METH_NOARGS, "best_isa() -> int: 2 = AVX-512, 1 = AVX2, 0 = portable C."},
+    {"amx_available", py_amx_available, METH_NOARGS,
+     "amx_available() -> bool: the CPU has AMX-TILE/BF16/INT8 and AVX512-BF16, and the OS granted the tiles."},
+    {"set_amx", py_set_amx, METH_VARARGS,
+     "set_amx(min_batch_bf16, min_batch_int8): matmul on the AVX-512 path runs bf16 / int8 weights of the "
+     "bitmask index on the AMX kernels from these batch sizes on (0: never)."},
     {"matmul", py_matmul, METH_VARARGS,
      "matmul(fmt, isa, M, K, KW, mask, vals, rowptr, scales, rowsum, bias, x, N, x_row_stride, "
      "x_col_stride, y, nthreads, delta=False): y[N][M] = x W^T + b. Addresses are ints (0 = none); "
      "delta: mask is the uint8 gap index of the high-sparsity variant."},
+    {"w8a8_matmul", py_w8a8_matmul, METH_VARARGS,
+     "w8a8_matmul(isa, M, K, KW, mask, vals, rowptr, scales, rowsum, bias, x, N, x_row_stride, x_col_stride, "
+     "y, nthreads, in_scale=0.0, raw_acc=False): int8 weights x int8 activations (per token, or in_scale "
+     "> 0: static), y fp32 [N][M]; raw_acc: y is int32 [N][M] of the integer dot products."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kernels", "Sparse bitmask kernels (C).", -1, methods,

@@ -34,6 +34,7 @@ typedef struct {
     const float *x32;              /* [N][Kp] zero padded (bf16 SpMV: even/odd de-interleaved), or [tiles][Kp][BTILE] for the broadcast kernel */
     const uint8_t *xq_lo, *xq_hi;  /* x quantized to 16 bits as two u8 digits, [N][Kp] (VNNI SpMV) */
     const float *xscale;           /* [N] scale of the 16-bit quantization */
+    const void *xamx;              /* AMX kernels: x in B-tile layout (kern_amx.c) */
     float *y;                      /* [N][M] */
 } sp_job;
 
@@ -53,6 +54,11 @@ void sp_spmm_avx2(const sp_job *j, int64_t r0, int64_t r1);
 void sp_spmv_avx512(const sp_job *j, int64_t r0, int64_t r1);
 void sp_spmm_small_avx512(const sp_job *j, int64_t r0, int64_t r1);
 void sp_spmm_bcast_avx512(const sp_job *j, int64_t r0, int64_t r1);
+/* AMX (kern_amx.c): available = CPU has AMX-TILE/BF16/INT8 + AVX512-BF16 and the OS granted the tiles. */
+int sp_amx_available(void);
+size_t sp_amx_xbytes(int fmt, int64_t N, int64_t Kp);
+void sp_amx_prep_x(sp_job *j, const float *x, int64_t sr, int64_t sc, void *buf, int nthreads);
+void sp_spmm_amx(const sp_job *j, int64_t r0, int64_t r1);
 
 /* Thread pool: run fn(arg, t, nthreads) for t in [0, nthreads); the caller runs t = 0. */
 typedef void (*pool_fn)(void *arg, int t, int nthreads);
