@@ -9,11 +9,12 @@ so the result, is the same: the tests check that both modes write identical weig
 
 `low_memory="auto"` (the CLI default) streams whenever the source is a local safetensors folder whose
 tensors carry the model's own names; it loads in memory otherwise (GGUF files, hub ids, compressed
-checkpoints, remote code, checkpoints whose names transformers converts on load). Streaming costs
-nothing measurable: each block is read from the page cache once or twice (the probe forward of the
-capture, then the solve), against seconds of work per block. Streaming also fixes glibc's malloc
-thresholds so that the blocks' temporaries are returned to the system (`sparseft.prune.memory`): that
-is ~100 MB less peak on SmolLM2, for ~15% more CPU time (page faults); in memory keeps the defaults.
+checkpoints, remote code, checkpoints whose names transformers converts on load). Reading the blocks
+costs little: each is read from the page cache twice (the capture's probe forward, then the solve;
+once per calibration batch for stacks whose blocks get different inputs, like T5's), against seconds
+of work per block. Streaming also fixes glibc's malloc thresholds so that the blocks' temporaries go
+back to the system (`sparseft.prune.memory`): ~100 MB less peak on SmolLM2, for ~15% more CPU time
+in page faults; the in-memory mode keeps glibc's defaults.
 
     >>> model, stream = load_for_oneshot("runs/dense", low_memory="auto")
     >>> report = oneshot_to_folder(model, "runs/pruned", batches, stream=stream, tokenizer=tok,
