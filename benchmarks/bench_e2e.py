@@ -237,6 +237,7 @@ def main() -> None:
         "--dynamic", action="store_true", help="torch.compile(dynamic=True) instead of fixed shapes"
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "e2e.json")
+    ap.add_argument("--merge", action="store_true", help="keep the other thread counts' results in --out")
     ap.add_argument(
         "--table", type=Path, default=None, help="print the markdown table of a results file and exit"
     )
@@ -251,22 +252,31 @@ def main() -> None:
     base = load_model("smollm2-135m", "float32")
     ids = load_tokenizer("smollm2-135m")(PROMPT, return_tensors="pt").input_ids
     runs, compile_s, ref_tokens = build_runs(args, base, ids)
-    results = []
-    for threads in args.threads:
-        meas = measure(runs, threads, args.rounds)
-        results += records(meas, threads, args.tokens, ids.shape[1], ref_tokens, compile_s)
-        for r in results[-len(meas) :]:
-            print(f"t={threads} {r['model']:28s} {r['mode']:8s} {r['tokens_per_s']:6.1f} tok/s wall "
-                  f"{r['tokens_per_s_cpu']:6.1f} CPU  {r.get('vs_dense_eager_cpu', 0):5.2f}x eager(CPU)  "
-                  f"{r.get('vs_dense_prepared_cpu', 0):5.2f}x prepared(CPU)  outside {r.get('outside_linear_fraction', 0):.0%}", flush=True)  # fmt: skip
     meta = {"model": "smollm2-135m", "tokens": args.tokens, "batch": 1, "prompt": PROMPT, "api": args.api,
             "dynamic": args.dynamic, "timing": f"medians of {args.rounds} interleaved rounds", "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
+    kept = []
+    if args.merge and args.out.exists():  # results of other thread counts from an earlier run
+        kept = [r for r in json.loads(args.out.read_text())["results"] if r["threads"] not in args.threads]
+    results = []
+    for threads in args.threads:
+        meas = measure(runs, threads, args.rounds)
+        new = records(meas, threads, args.tokens, ids.shape[1], ref_tokens, compile_s)
+        for r in new:
+            print(f"t={threads} {r['model']:28s} {r['mode']:8s} {r['tokens_per_s']:6.1f} tok/s wall "
+                  f"{r['tokens_per_s_cpu']:6.1f} CPU  {r.get('vs_dense_eager_cpu', 0):5.2f}x eager(CPU)  "
+                  f"{r.get('vs_dense_prepared_cpu', 0):5.2f}x prepared(CPU)  outside {r.get('outside_linear_fraction', 0):.0%}", flush=True)  # fmt: skip
+        results += new
+        # written after each thread count, so that a run stopped later keeps what it measured
+        write_json(args.out, meta, sorted(kept + results, key=lambda r: r["threads"]))
+
+
+def write_json(path: Path, meta: dict, results: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    tmp.replace(args.out)
-    print(f"wrote {args.out}")
+    tmp.replace(path)
+    print(f"wrote {path}", flush=True)
 
 
 if __name__ == "__main__":
