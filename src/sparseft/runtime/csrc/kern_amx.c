@@ -25,6 +25,7 @@
  * The tile configuration is per thread and set at the start of every sp_spmm_amx call. */
 #define _GNU_SOURCE /* syscall() */
 #include <immintrin.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sparse_common.h"
@@ -86,6 +87,7 @@ typedef struct {
     const float *x;
     int64_t sr, sc;
     void *buf;
+    atomic_long next; /* next batch tile to prepare */
 } prep_arg;
 
 /* Row n of x, fp32, zero padded to Kp (a copy in tmp unless x is contiguous and K = Kp). */
@@ -166,18 +168,21 @@ static TAMX void prep_tile(const prep_arg *p, int64_t bt, float *tmp) {
         for (int i = 0; i < nn; i++) prep_i8_step(xr[i] + k, inv[i], t0 + k * 4 + i, t1 + k * 4 + i);
 }
 
-/* Thread t prepares batch tiles t, t + nt, ... */
+/* Each thread claims batch tiles from p->next until none are left (see pool_run). */
 static void prep_worker(void *arg, int t, int nt) {
-    const prep_arg *p = (const prep_arg *)arg;
+    prep_arg *p = (prep_arg *)arg;
+    (void)t;
+    (void)nt;
     const sp_job *j = p->j;
     int contiguous = p->sc == 1 && j->K == j->Kp;
     float *tmp = contiguous ? NULL : (float *)scratch(1, sizeof(float) * 16 * (size_t)j->Kp);
     if (!contiguous && !tmp) abort(); /* 16 rows of x per thread, kept: fails only when out of memory */
-    for (int64_t bt = t; bt < nbt(j->N); bt += nt) prep_tile(p, bt, tmp);
+    for (int64_t bt; (bt = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed)) < nbt(j->N);)
+        prep_tile(p, bt, tmp);
 }
 
 void sp_amx_prep_x(sp_job *j, const float *x, int64_t sr, int64_t sc, void *buf, int nthreads) {
-    prep_arg p = {j, x, sr, sc, buf};
+    prep_arg p = {j, x, sr, sc, buf, 0};
     int64_t T = nbt(j->N);
     if (j->N % 16) { /* padding batch rows of the last tile: zero (their results are dropped anyway) */
         size_t per = j->fmt == FMT_BF16 ? (size_t)j->Kp * 32 : (size_t)j->Kp * 16;

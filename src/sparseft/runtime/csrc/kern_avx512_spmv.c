@@ -14,10 +14,11 @@
 /* Software prefetch PF_DIST bytes ahead on each of the 4 value streams: with 8 interleaved streams
  * (4 rows of values + masks) the hardware prefetchers alone leave bandwidth unused. */
 #ifndef PF_DIST
-#define PF_DIST 1024
+#define PF_DIST 16384
 #endif
 #define PF(p) _mm_prefetch((const char *)(p) + PF_DIST, _MM_HINT_T0)
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,avx512vnni,popcnt,bmi,bmi2,fma")))
+#include "avx512_reduce.h"
 
 static inline T512 void spmv_f32_row1(const sp_job *j, int64_t r) {
     const float *v = (const float *)j->vals + j->rowptr[r];
@@ -66,10 +67,9 @@ static T512 void spmv_f32(const sp_job *j, int64_t r0, int64_t r1) {
             STEP(0); STEP(1); STEP(2); STEP(3);
 #undef STEP
         }
-        sp_store(j, 0, r, _mm512_reduce_add_ps(a0));
-        sp_store(j, 0, r + 1, _mm512_reduce_add_ps(a1));
-        sp_store(j, 0, r + 2, _mm512_reduce_add_ps(a2));
-        sp_store(j, 0, r + 3, _mm512_reduce_add_ps(a3));
+        float s[4];
+        _mm_storeu_ps(s, reduce4_ps(a0, a1, a2, a3));
+        for (int i = 0; i < 4; i++) sp_store(j, 0, r + i, s[i]);
     }
     for (; r < r1; r++) spmv_f32_row1(j, r);
 }
@@ -112,8 +112,9 @@ static T512 void spmv_bf16(const sp_job *j, int64_t r0, int64_t r1) {
 #undef LANE
             }
         }
-        float s[4] = {_mm512_reduce_add_ps(_mm512_add_ps(e0, o0)), _mm512_reduce_add_ps(_mm512_add_ps(e1, o1)),
-                      _mm512_reduce_add_ps(_mm512_add_ps(e2, o2)), _mm512_reduce_add_ps(_mm512_add_ps(e3, o3))};
+        float s[4];
+        _mm_storeu_ps(s, reduce4_ps(_mm512_add_ps(e0, o0), _mm512_add_ps(e1, o1), _mm512_add_ps(e2, o2),
+                                    _mm512_add_ps(e3, o3)));
         for (int i = 0; i < nr; i++) sp_store(j, 0, r + i, s[i]);
     }
 }
@@ -149,10 +150,10 @@ static T512 void spmv_i8(const sp_job *j, int64_t r0, int64_t r1) {
             LANE(0, h0, l0, b0); LANE(1, h1, l1, b1); LANE(2, h2, l2, b2); LANE(3, h3, l3, b3);
 #undef LANE
         }
-        int64_t hs[4] = {_mm512_reduce_add_epi32(h0), _mm512_reduce_add_epi32(h1),
-                         _mm512_reduce_add_epi32(h2), _mm512_reduce_add_epi32(h3)};
-        int64_t ls[4] = {_mm512_reduce_add_epi32(l0), _mm512_reduce_add_epi32(l1),
-                         _mm512_reduce_add_epi32(l2), _mm512_reduce_add_epi32(l3)};
+        /* lane sums fit int32: each row's sums do (K <= 65536, checked by module.c) */
+        int32_t hs[4], ls[4];
+        _mm_storeu_si128((__m128i *)hs, reduce4_epi32(h0, h1, h2, h3));
+        _mm_storeu_si128((__m128i *)ls, reduce4_epi32(l0, l1, l2, l3));
         for (int i = 0; i < nr; i++) {
             int64_t dot = 256 * (hs[i] - 128 * (int64_t)j->rowsum[r + i]) + ls[i];
             sp_store(j, 0, r + i, (float)((double)dot * j->xscale[0]));

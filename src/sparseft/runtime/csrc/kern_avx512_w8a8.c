@@ -16,6 +16,7 @@
 #if defined(__x86_64__)
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,avx512vnni,popcnt")))
 #define INLINE static inline __attribute__((always_inline))
+#include "avx512_reduce.h"
 #define W8_RB 4     /* most rows per tile (batch 1) */
 #define W8_RB_N 2   /* rows per tile for batch > 1 */
 #define W8_NBMAX 12 /* most tokens per tile (W8_RB_N * W8_NBMAX = 24 accumulators) */
@@ -35,16 +36,6 @@
 #else
 #define EXPAND(b, p) _mm512_maskz_expand_epi8((b), _mm512_loadu_si512((const void *)(p)))
 #endif
-
-/* Sums of the 16 lanes of a, b, c, d as the 4 lanes of one vector (fewer shuffles than 4 reductions). */
-INLINE T512 __m128i reduce4(__m512i a, __m512i b, __m512i c, __m512i d) {
-    __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-    __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
-    /* each 128-bit lane of abcd: [a, b, c, d] partial sums */
-    __m512i abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
-    __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64(abcd, 1));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
 
 /* Rows r .. r+nr-1 (nr <= rb) against tokens n0 .. n0+nb-1; rows past nr repeat row r (result dropped).
  * rb and nb are compile-time constants at every call, so the accumulators live in registers. */
@@ -83,7 +74,7 @@ INLINE T512 void tile(const w8_job *j, int64_t r, int nr, int64_t n0, const int 
         int32_t s[4];
         for (int i0 = 0; i0 < rb; i0 += 4) {
             __m512i z = _mm512_setzero_si512();
-            _mm_storeu_si128((__m128i *)s, reduce4(acc[i0][n], i0 + 1 < rb ? acc[i0 + 1][n] : z,
+            _mm_storeu_si128((__m128i *)s, reduce4_epi32(acc[i0][n], i0 + 1 < rb ? acc[i0 + 1][n] : z,
                                                    i0 + 2 < rb ? acc[i0 + 2][n] : z, i0 + 3 < rb ? acc[i0 + 3][n] : z));
             for (int i = i0; i < nr && i < i0 + 4; i++) w8_store(j, n0 + n, r + i, s[i - i0]);
         }

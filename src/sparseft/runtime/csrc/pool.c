@@ -1,7 +1,15 @@
 /* A tiny persistent thread pool (pthreads, no OpenMP: avoids a second OpenMP runtime next to torch's).
  * Workers spin for a short while after each job (decode layers come back-to-back, and waking a
  * sleeping thread costs tens of microseconds), then sleep on a condition variable so they do not steal
- * the core from torch between layers. */
+ * the core from torch between layers.
+ *
+ * Jobs claim their work in chunks from a shared counter, so the caller never waits for a worker that
+ * has not started: when the caller has run out of chunks it closes the job and waits only for the
+ * workers that joined it (and are finishing a chunk). A worker descheduled by another process (a busy
+ * machine) therefore costs nothing: the caller does its share, and 2 threads are never much slower
+ * than 1. Joining is a Dekker-style handshake on two sequentially consistent atomics: a worker
+ * announces itself in `active` and then reads `closed`; the caller sets `closed` and then reads
+ * `active`; one of them always sees the other. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -16,7 +24,8 @@ static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER; /* guards sleeping worke
 static pthread_cond_t wcv = PTHREAD_COND_INITIALIZER;
 static int nworkers = 0;
 static atomic_long gen = 0;
-static atomic_int pending = 0;
+static atomic_int active = 0; /* workers inside the current job */
+static atomic_int closed = 1; /* the current job takes no more workers */
 static pool_fn job_fn;
 static void *job_arg;
 static int job_n;
@@ -54,8 +63,9 @@ static void *worker(void *p) {
     long seen = start_gen[tid];
     for (;;) {
         seen = wait_job(seen);
-        if (tid < job_n) job_fn(job_arg, tid, job_n);
-        atomic_fetch_sub_explicit(&pending, 1, memory_order_acq_rel);
+        atomic_fetch_add(&active, 1);
+        if (!atomic_load(&closed) && tid < job_n) job_fn(job_arg, tid, job_n);
+        atomic_fetch_sub(&active, 1);
     }
     return NULL;
 }
@@ -78,12 +88,13 @@ void pool_run(pool_fn fn, void *arg, int nthreads) {
     job_fn = fn;
     job_arg = arg;
     job_n = nthreads;
-    atomic_store(&pending, nworkers);
+    atomic_store(&closed, 0);
     pthread_mutex_lock(&wmu);
     atomic_fetch_add_explicit(&gen, 1, memory_order_release);
     pthread_cond_broadcast(&wcv);
     pthread_mutex_unlock(&wmu);
-    fn(arg, 0, nthreads);
-    while (atomic_load_explicit(&pending, memory_order_acquire) > 0) cpu_relax();
+    fn(arg, 0, nthreads); /* returns when every chunk is claimed */
+    atomic_store(&closed, 1);
+    while (atomic_load(&active) > 0) cpu_relax();
     pthread_mutex_unlock(&mu);
 }

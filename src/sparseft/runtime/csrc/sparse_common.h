@@ -60,7 +60,9 @@ size_t sp_amx_xbytes(int fmt, int64_t N, int64_t Kp);
 void sp_amx_prep_x(sp_job *j, const float *x, int64_t sr, int64_t sc, void *buf, int nthreads);
 void sp_spmm_amx(const sp_job *j, int64_t r0, int64_t r1);
 
-/* Thread pool: run fn(arg, t, nthreads) for t in [0, nthreads); the caller runs t = 0. */
+/* Thread pool: fn(arg, t, nthreads) runs on the caller (t = 0) and on the workers that join in time.
+ * fn must claim its work from a shared atomic counter until none is left (not split it by t): a
+ * worker may never join, and the caller returns once every piece is claimed and finished. */
 typedef void (*pool_fn)(void *arg, int t, int nthreads);
 void pool_run(pool_fn fn, void *arg, int nthreads);
 
