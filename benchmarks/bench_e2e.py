@@ -35,6 +35,7 @@ from torch import nn
 
 from sparseft.models import load_model, load_tokenizer
 from sparseft.runtime import SparseLinear, set_num_threads, sparsify_model
+from sparseft.runtime.convert import Int8Spec
 from sparseft.runtime.fast_decode import greedy_decode, prepare_for_decode
 from sparseft.runtime.fusion import fuse_projections
 
@@ -59,15 +60,24 @@ class StubLinear(nn.Module):
         return torch.ops.sparseft_bench.zeros_linear(x, self.out_features)
 
 
+def block_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The Linear layers of the transformer blocks (the ones pruned)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in n]
+
+
+def row_scales(weight: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 scales, one per output row (max |w| / 127)."""
+    return weight.abs().amax(dim=1).clamp_min(1e-12) / 127
+
+
 @torch.no_grad()
 def prune_rows(model: nn.Module, sparsity: float) -> None:
     """Zero the smallest-magnitude ``sparsity`` fraction of each row of every block Linear."""
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear) and ".layers." in name:
-            w = mod.weight
-            k = int(w.shape[1] * sparsity)
-            idx = w.abs().argsort(dim=1)[:, :k]
-            w.scatter_(1, idx, 0.0)
+    for _, mod in block_linears(model):
+        w = mod.weight
+        k = int(w.shape[1] * sparsity)
+        idx = w.abs().argsort(dim=1)[:, :k]
+        w.scatter_(1, idx, 0.0)
 
 
 def stubbed(base: nn.Module, fuse: bool) -> nn.Module:
@@ -97,6 +107,11 @@ def variants(base: nn.Module, only: list[str] | None) -> tuple[dict[str, nn.Modu
                 h = copy.deepcopy(m)
                 h.lm_head = SparseLinear.from_dense(h.lm_head, fmt)
                 out[f"{sp:.0%} {fmt} + {fmt} lm_head"] = h
+        # W8A8: int8 weights on their per-row scales, activations quantized per token (VNNI integer kernel)
+        w8 = copy.deepcopy(pruned)
+        sparsify_model(w8, "int8", int8={n: Int8Spec(row_scales(m.weight), "dynamic-int8") for n, m in block_linears(w8)})
+        w8.lm_head = SparseLinear.from_dense(w8.lm_head, "int8")
+        out[f"{sp:.0%} w8a8 + int8 lm_head"] = w8
     if only:
         out = {k: v for k, v in out.items() if k == BASELINE or k in only}
     return out, masked

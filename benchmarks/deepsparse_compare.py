@@ -16,6 +16,9 @@ prompt), static shapes. Candidates, all in the same run, interleaved in shuffled
 - sparseft fp32 / int8: the pruned model through ``sparsify_model`` (bitmask kernels); int8 also
   stores the lm_head in sparseft's int8 format (density 1) so that both int8 engines quantize every
   weight matrix; at 0% fp32 sparsify_model converts nothing (no zeros), so it is PyTorch;
+- with ``--compile``, also "... compiled": each PyTorch candidate's forward compiled by inductor (one
+  graph, fixed shapes; sparseft layers through the lean op of runtime/fast_decode.py), which removes
+  most of eager PyTorch's per-op cost outside the Linears;
 - deepsparse fp32 / int8: the same pruned model exported to ONNX (opset 14) and compiled by
   ``deepsparse.compile_model(batch_size=1, num_cores=threads)`` in its own venv, driven through
   ``deepsparse_worker.py``. int8 is static quantization in the MatMulInteger form DeepSparse
@@ -52,6 +55,7 @@ from transformers.pytorch_utils import Conv1D
 
 from sparseft.prune.magnitude import magnitude_prune
 from sparseft.runtime import SparseLinear, set_num_threads, sparsify_model
+from sparseft.runtime.fast_decode import INDUCTOR_OPTIONS, use_decode_linear
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -127,9 +131,21 @@ class DeepSparse:
         self.proc.wait(timeout=60)
 
 
-def torch_runner(model: nn.Module, ids: torch.Tensor, threads: int) -> Callable[[int], tuple[float, float]]:
-    """reps -> (wall, process CPU) seconds per forward of ``model`` with ``threads`` threads."""
-    fn = Logits(model).eval()
+def compiled_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ids -> logits of a copy of ``model`` compiled by inductor (one graph, fixed shapes), its
+    SparseLinear layers called through the lean decode op (runtime/fast_decode.py)."""
+    model = copy.deepcopy(model)
+    use_decode_linear(model)
+    opts = {"fullgraph": True, "dynamic": False, "options": dict(INDUCTOR_OPTIONS)}
+    return torch.compile(Logits(model).eval(), **opts)
+
+
+def torch_runner(
+    model: nn.Module | Callable, ids: torch.Tensor, threads: int
+) -> Callable[[int], tuple[float, float]]:
+    """reps -> (wall, process CPU) seconds per forward of ``model`` (or a compiled forward) with
+    ``threads`` threads."""
+    fn = Logits(model).eval() if isinstance(model, nn.Module) else model
 
     def run(reps: int) -> tuple[float, float]:
         torch.set_num_threads(threads)
@@ -246,9 +262,12 @@ def summarize(times: dict[str, dict], threads: list[int]) -> dict[str, dict]:
                 rec["vs_dense_wall"] = base["wall_ms"] / rec["wall_ms"]
                 rec["vs_dense_cpu"] = base["cpu_ms"] / rec["cpu_ms"]
         for fmt in ("fp32", "int8"):
-            sp, ds = out[f"sparseft {fmt} t{t}"], out[f"deepsparse {fmt} t{t}"]
-            sp["vs_deepsparse_wall"] = ds["wall_ms"] / sp["wall_ms"]  # > 1: sparseft faster
-            sp["vs_deepsparse_cpu"] = ds["cpu_ms"] / sp["cpu_ms"]
+            ds = out[f"deepsparse {fmt} t{t}"]
+            for mode in ("", " compiled"):
+                sp = out.get(f"sparseft {fmt}{mode} t{t}")
+                if sp is not None:
+                    sp["vs_deepsparse_wall"] = ds["wall_ms"] / sp["wall_ms"]  # > 1: sparseft faster
+                    sp["vs_deepsparse_cpu"] = ds["cpu_ms"] / sp["cpu_ms"]
     return out
 
 
@@ -295,9 +314,18 @@ def bench_point(base: nn.Module, ds: DeepSparse, sparsity: float, seq: int, args
         flush=True,
     )
 
+    compiled = {}
+    if args.compile:  # the eager models stay candidates; the compiled ones are added next to them
+        with torch.inference_mode():
+            for name, m in models.items():
+                compiled[f"{name} compiled"] = fn = compiled_forward(m)
+                t0 = time.perf_counter()
+                check[f"{name} compiled"] = agreement(fn(ids).numpy(), ref)
+                info[f"compile_s {name}"] = time.perf_counter() - t0
+        check.pop("torch dense fp32 compiled")
     runners = {}
     for t in args.threads:
-        runners.update({f"{name} t{t}": torch_runner(m, ids, t) for name, m in models.items()})
+        runners.update({f"{name} t{t}": torch_runner(m, ids, t) for name, m in {**models, **compiled}.items()})
         runners.update({f"deepsparse {fmt} t{t}": ds_runner(ds, f"{fmt} t{t}") for fmt in ("fp32", "int8")})
     times = interleaved(runners, args.rounds, args.slot)
     summary = summarize(times, args.threads)
@@ -335,16 +363,20 @@ def table(data: dict) -> str:
     for p in data["points"]:
         for t in threads:
             base = p["summary"][f"torch dense fp32 t{t}"]
-            for fmt in ("fp32", "int8"):
-                sp, ds = p["summary"][f"sparseft {fmt} t{t}"], p["summary"][f"deepsparse {fmt} t{t}"]
+            for fmt, mode in (("fp32", ""), ("int8", ""), ("fp32", " compiled"), ("int8", " compiled")):
+                if f"sparseft {fmt}{mode} t{t}" not in p["summary"]:
+                    continue
+                sp, ds = p["summary"][f"sparseft {fmt}{mode} t{t}"], p["summary"][f"deepsparse {fmt} t{t}"]
                 chk = p["logits_check"]
                 lines.append(
-                    f"| {p['seq']} | {t} | {p['sparsity']:.0%} | {fmt} | {base['wall_ms']:.1f} ({base['cpu_ms']:.1f}) | "
+                    f"| {p['seq']} | {t} | {p['sparsity']:.0%} | {fmt}{mode} | {base['wall_ms']:.1f} ({base['cpu_ms']:.1f}) | "
                     f"{sp['wall_ms']:.1f} ({sp['cpu_ms']:.1f}) | {ds['wall_ms']:.1f} ({ds['cpu_ms']:.1f}) | "
                     f"{sp['vs_dense_wall']:.2f}x / {sp['vs_dense_cpu']:.2f}x | {ds['vs_dense_wall']:.2f}x / {ds['vs_dense_cpu']:.2f}x | "
                     f"**{sp['vs_deepsparse_wall']:.2f}x / {sp['vs_deepsparse_cpu']:.2f}x** | "
-                    f"{chk[f'sparseft {fmt}']['rel_l2']:.1e} / {chk[f'deepsparse {fmt}']['rel_l2']:.1e} |"
+                    f"{chk[f'sparseft {fmt}{mode}']['rel_l2']:.1e} / {chk[f'deepsparse {fmt}']['rel_l2']:.1e} |"
                 )  # fmt: skip
+                if mode:
+                    continue  # no per-layer split inside a compiled graph
                 sl = p["time_split"][f"sparseft {fmt} t{t}"]
                 split.append(
                     f"| {p['seq']} | {t} | {p['sparsity']:.0%} | {fmt} | {sl['blocks_cpu_ms']:.1f} + "
@@ -363,6 +395,8 @@ def main() -> None:
     ap.add_argument("--calib-rows", type=int, default=8, help="random inputs calibrating int8 activations")
     ap.add_argument("--ds-int8", default="integer", choices=["integer", "qdq", "dynamic"],
                     help="ONNX int8 form for DeepSparse (only 'integer' is accelerated by 1.8.0)")  # fmt: skip
+    ap.add_argument("--compile", action="store_true",
+                    help="also time each PyTorch candidate compiled by inductor (sparseft: lean decode op)")  # fmt: skip
     ap.add_argument("--ds-python", default=DS_PYTHON, help="python of the venv with deepsparse==1.8.0")
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "deepsparse_compare")
     ap.add_argument("--out", type=Path, default=RESULTS / "deepsparse_compare.json")

@@ -129,11 +129,24 @@ def test_decode_linear_matches_sparse_linear() -> None:
     fast = DecodeLinear.of(layer)
     assert fast.values.data_ptr() == layer.values.data_ptr()
     x = torch.randn(2, 96)
-    op = torch.ops.sparseft.decode_linear(
-        x, fast.mask, fast.values, fast.rowptr, fast.scales, fast.rowsum, fast.bias, 1, 40, False
-    )
+    op = torch.ops.sparseft.decode_linear(x, fast.values, fast.handle, 40)
     torch.testing.assert_close(op, layer(x))
     torch.testing.assert_close(fast(x), layer(x))
+    x3 = torch.randn(2, 5, 96).transpose(0, 1)  # not contiguous, 3 dims
+    torch.testing.assert_close(torch.ops.sparseft.decode_linear(x3, fast.values, fast.handle, 40), layer(x3))
+
+
+def test_decode_linear_follows_replaced_weights() -> None:
+    """The op's packed kernel arguments are refreshed when the layer's buffers were replaced."""
+    lins = [nn.Linear(64, 24) for _ in range(2)]
+    with torch.no_grad():
+        for lin in lins:
+            lin.weight.copy_(masked((24, 64), 0.5))
+    fast = DecodeLinear.of(SparseLinear.from_dense(lins[0], "int8"))
+    other = SparseLinear.from_dense(lins[1], "int8")
+    fast.load_state_dict(other.state_dict())
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(torch.ops.sparseft.decode_linear(x, fast.values, fast.handle, 24), other(x))
 
 
 @pytest.mark.slow
@@ -152,3 +165,18 @@ def test_cli_bench_model_with_fused_projections(tmp_path: Path, capsys: pytest.C
     assert main(["compress", str(tmp_path / "pruned"), "--out", str(tmp_path / "c"), "--format", "bf16"]) == 0
     assert main(["bench", "--model", str(tmp_path / "c"), "--tokens", "4", "--threads", "1", "--fuse"]) == 0
     assert "tokens/s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("act,input_scale", [("dynamic-int8", None), ("static-int8", 0.05)])
+def test_decode_linear_runs_w8a8_layers(act: str, input_scale: float | None) -> None:
+    """W8A8 layers go through the same lean op, with their activation mode and static scale."""
+    lin = nn.Linear(128, 48)
+    with torch.no_grad():
+        lin.weight.copy_(masked((48, 128), 0.7))
+    layer = SparseLinear.from_dense(lin, "int8", act=act, input_scale=input_scale)
+    fast = DecodeLinear.of(layer)
+    x = torch.randn(1, 3, 128)
+    y = torch.ops.sparseft.decode_linear(x, fast.values, fast.handle, 48)
+    torch.testing.assert_close(y, layer(x), rtol=0, atol=1e-6)
+    fp = SparseLinear.from_dense(lin, "int8")  # the same weights with fp32 activations differ
+    assert (y - fp(x)).abs().max() > 1e-4

@@ -26,6 +26,7 @@ shares the compiled code of its class's forward: beyond 8 models, raise
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -34,73 +35,73 @@ from torch import nn
 
 from sparseft.errors import ConfigError
 from sparseft.runtime import _kernels
-from sparseft.runtime.format import FORMATS
 from sparseft.runtime.fusion import fuse_projections
 from sparseft.runtime.kernels import isa_code, num_threads
-from sparseft.runtime.linear import SparseLinear, sparse_linear_eager
+from sparseft.runtime.linear import SparseLinear, _packed_args
 
 ATTENTION = "sparseft_sdpa"
 
 _lib = torch.library.Library("sparseft", "FRAGMENT")
-_lib.define(
-    "decode_linear(Tensor x, Tensor mask, Tensor values, Tensor rowptr, Tensor scales, Tensor rowsum, "
-    "Tensor? bias, int fmt, int out_features, bool delta) -> Tensor"
-)
+_lib.define("decode_linear(Tensor x, Tensor values, int handle, int out_features) -> Tensor")
+
+# DecodeLinear layers by handle: [weak reference, packed kernel arguments, W8A8 input scale or None (fp32
+# activations)]. The compiled graph passes only
+# x, the layer's values (to notice a replaced weight) and the handle: each tensor argument of a
+# Python-implemented op costs ~1 us to box, and a decode step makes ~120 of these calls.
+_REGISTRY: list[list] = []
 
 
-def _decode_linear(
-    x: torch.Tensor,
-    mask: torch.Tensor,
-    values: torch.Tensor,
-    rowptr: torch.Tensor,
-    scales: torch.Tensor,
-    rowsum: torch.Tensor,
-    bias: torch.Tensor | None,
-    fmt: int,
-    out_features: int,
-    delta: bool,
-) -> torch.Tensor:
-    """y = x W^T + b (fp32 activations) straight to the C kernel; the buffers are a SparseLinear's."""
-    k = x.shape[-1]
-    x2d = x.reshape(-1, k)
-    if x2d.dtype != torch.float32:
-        x2d = x2d.float()
-    y = torch.empty(x2d.shape[0], out_features, dtype=torch.float32)
-    _kernels.matmul(
-        fmt, isa_code(), out_features, k, (k + 63) // 64, mask.data_ptr(), values.data_ptr(),
-        rowptr.data_ptr(), scales.data_ptr() if scales.numel() else 0,
-        rowsum.data_ptr() if rowsum.numel() else 0, bias.data_ptr() if bias is not None else 0,
-        x2d.data_ptr(), x2d.shape[0], x2d.stride(0), x2d.stride(1), y.data_ptr(), num_threads(), delta,
-    )  # fmt: skip
-    return y.view(*x.shape[:-1], out_features).to(x.dtype)
+def _decode_linear(x: torch.Tensor, values: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
+    """y = x W^T + b straight to the C kernel of the DecodeLinear ``handle`` (fp32 or W8A8 activations)."""
+    entry = _REGISTRY[handle]
+    args = entry[1]
+    if args[5] != values.data_ptr():  # a buffer was replaced since the arguments were packed
+        layer = entry[0]()
+        args = entry[1] = _packed_args(layer)
+        entry[2] = None if layer.act == "none" else layer.static_scale
+    fmt_code, m, k, kw, *ptrs, delta = args
+    if x.dtype != torch.float32 or not x.is_contiguous():
+        x = x.float().contiguous()
+    y = torch.empty(*x.shape[:-1], out_features)
+    if entry[2] is None:
+        _kernels.matmul(
+            fmt_code, isa_code(), m, k, kw, *ptrs, x.data_ptr(), x.numel() // k, k, 1, y.data_ptr(),
+            num_threads(), delta,
+        )  # fmt: skip
+    else:
+        _kernels.w8a8_matmul(
+            isa_code(), m, k, kw, *ptrs, x.data_ptr(), x.numel() // k, k, 1, y.data_ptr(), num_threads(), entry[2]
+        )  # fmt: skip
+    return y
 
 
 _lib.impl("decode_linear", _decode_linear, "CPU")
 
 
 @torch.library.register_fake("sparseft::decode_linear")
-def _(x, mask, values, rowptr, scales, rowsum, bias, fmt, out_features, delta):  # noqa: ANN001
-    return x.new_empty(*x.shape[:-1], out_features)
+def _(x, values, handle, out_features):  # noqa: ANN001
+    return x.new_empty(*x.shape[:-1], out_features, dtype=torch.float32)
 
 
 class DecodeLinear(SparseLinear):
     """A SparseLinear whose compiled forward calls the lean ``sparseft::decode_linear`` op (eager: the
-    same direct kernel call as SparseLinear). W8A8 layers keep SparseLinear's forward."""
+    same direct kernel call as SparseLinear), W8A8 layers included.
+
+    The op reaches the weights through a handle (a process-wide registry entry), so replace a prepared
+    layer's buffers only together with its values tensor (as loading does)."""
 
     @classmethod
     def of(cls, layer: SparseLinear) -> DecodeLinear:
         """A DecodeLinear sharing ``layer``'s buffers."""
-        return cls(layer.compressed(), layer.bias, layer.act, layer.input_scale)
+        fast = cls(layer.compressed(), layer.bias, layer.act, layer.input_scale)
+        fast.handle = len(_REGISTRY)
+        _REGISTRY.append([weakref.ref(fast), _packed_args(fast), None if fast.act == "none" else fast.static_scale])
+        return fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act != "none":
-            return super().forward(x)
         if not torch.compiler.is_compiling():
-            return sparse_linear_eager(x, self)
-        return torch.ops.sparseft.decode_linear(
-            x, self.mask, self.values, self.rowptr, self.scales, self.rowsum, self.bias,
-            FORMATS.index(self.fmt), self.out_features, self.index == "delta",
-        )  # fmt: skip
+            return super().forward(x)
+        return torch.ops.sparseft.decode_linear(x, self.values, self.handle, self.out_features).to(x.dtype)
 
 
 def use_decode_linear(model: nn.Module) -> int:
