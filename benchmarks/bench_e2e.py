@@ -1,11 +1,13 @@
 """End to end: SmolLM2-135M greedy decoding, dense fp32 vs magnitude-pruned sparse models, eager and prepared.
 
-    OMP_WAIT_POLICY=passive python benchmarks/bench_e2e.py --threads 1 2            # full run (~1-2 h)
+    OMP_WAIT_POLICY=passive python benchmarks/bench_e2e.py --threads 1 2            # full run (~1 h)
     python benchmarks/bench_e2e.py --table benchmarks/results/e2e.json              # markdown table
 
 Models: dense fp32, and the model pruned to 50% / 70% (per-row magnitude, every Linear of the transformer
 blocks) in each value type, plus 70% with the (tied, unpruned) lm_head also stored in the value type: it
-is 576 x 49152, a fifth of the model's weight bytes, and dominates a sparse model's decode otherwise.
+is 576 x 49152, a fifth of the model's weight bytes, and dominates a sparse model's decode otherwise;
+and "w8a8 + int8 lm_head" at 50% / 70%: the blocks on the W8A8 kernel (int8 weights on per-row scales,
+activations quantized per token).
 
 Each model runs in two modes, batch 1, --tokens new tokens after the same prompt:
 - "eager": the model as converted, ``model.generate`` (HF dynamic cache, eager PyTorch);

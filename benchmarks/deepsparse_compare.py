@@ -16,6 +16,8 @@ prompt), static shapes. Candidates, all in the same run, interleaved in shuffled
 - sparseft fp32 / int8: the pruned model through ``sparsify_model`` (bitmask kernels); int8 also
   stores the lm_head in sparseft's int8 format (density 1) so that both int8 engines quantize every
   weight matrix; at 0% fp32 sparsify_model converts nothing (no zeros), so it is PyTorch;
+- sparseft w8a8: the same int8 weights, activations quantized per token, on the W8A8 kernel (blocks and
+  lm_head), compared with DeepSparse's int8 (which quantizes activations too, with static scales);
 - with ``--compile``, also "sparseft fp32 / int8 compiled": the forward compiled by inductor (one
   graph, fixed shapes; the sparse layers through the lean op of runtime/fast_decode.py), which removes
   most of eager PyTorch's per-op cost outside the Linears (the baseline stays eager);
@@ -55,6 +57,7 @@ from transformers.pytorch_utils import Conv1D
 
 from sparseft.prune.magnitude import magnitude_prune
 from sparseft.runtime import SparseLinear, set_num_threads, sparsify_model
+from sparseft.runtime.convert import Int8Spec
 from sparseft.runtime.fast_decode import INDUCTOR_OPTIONS, use_decode_linear
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +104,19 @@ def sparseft_variants(pruned: nn.Module) -> dict[str, nn.Module]:
     int8 = copy.deepcopy(pruned)
     sparsify_model(int8, "int8", filter_fn=lambda name, _: ".h." in name)
     int8.lm_head = SparseLinear.from_dense(int8.lm_head, "int8")
-    return {"sparseft fp32": fp32.eval(), "sparseft int8": int8.eval()}
+    # W8A8: the same int8 weights with activations quantized per token (VNNI integer kernel), the closest
+    # match of DeepSparse's int8 graph (int8 weights x uint8 activations, MatMulInteger)
+    w8a8 = copy.deepcopy(pruned)
+    layers = [n for n, m in w8a8.named_modules() if isinstance(m, Conv1D) and ".h." in n] + ["lm_head"]
+    sparsify_model(w8a8, "int8", int8={n: Int8Spec(w8a8_row_scales(w8a8.get_submodule(n)), "dynamic-int8") for n in layers})
+    return {"sparseft fp32": fp32.eval(), "sparseft int8": int8.eval(), "sparseft w8a8": w8a8.eval()}
+
+
+def w8a8_row_scales(layer: nn.Module) -> torch.Tensor:
+    """Symmetric int8 scales per output channel (max |w| / 127) of a Linear or a Conv1D."""
+    w = layer.weight.detach()
+    w = w.T if isinstance(layer, Conv1D) else w  # Conv1D stores (in, out)
+    return w.abs().amax(dim=1).clamp_min(1e-12) / 127
 
 
 class DeepSparse:
@@ -137,7 +152,8 @@ def compiled_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]
     model = copy.deepcopy(model)
     use_decode_linear(model)
     opts = {"fullgraph": True, "dynamic": False, "options": dict(INDUCTOR_OPTIONS)}
-    return torch.compile(Logits(model).eval(), **opts)
+    compiled = torch.compile(Logits(model).eval(), **opts)
+    return lambda ids: compiled(ids)  # a plain function: torch_runner wraps modules in Logits
 
 
 def torch_runner(
@@ -261,8 +277,8 @@ def summarize(times: dict[str, dict], threads: list[int]) -> dict[str, dict]:
             if name.endswith(f" t{t}"):
                 rec["vs_dense_wall"] = base["wall_ms"] / rec["wall_ms"]
                 rec["vs_dense_cpu"] = base["cpu_ms"] / rec["cpu_ms"]
-        for fmt in ("fp32", "int8"):
-            ds = out[f"deepsparse {fmt} t{t}"]
+        for fmt, ds_fmt in (("fp32", "fp32"), ("int8", "int8"), ("w8a8", "int8")):
+            ds = out[f"deepsparse {ds_fmt} t{t}"]
             for mode in ("", " compiled"):
                 sp = out.get(f"sparseft {fmt}{mode} t{t}")
                 if sp is not None:
@@ -364,17 +380,18 @@ def table(data: dict) -> str:
     for p in data["points"]:
         for t in threads:
             base = p["summary"][f"torch dense fp32 t{t}"]
-            for fmt, mode in (("fp32", ""), ("int8", ""), ("fp32", " compiled"), ("int8", " compiled")):
+            for fmt, mode in [(f, m) for m in ("", " compiled") for f in ("fp32", "int8", "w8a8")]:
                 if f"sparseft {fmt}{mode} t{t}" not in p["summary"]:
                     continue
-                sp, ds = p["summary"][f"sparseft {fmt}{mode} t{t}"], p["summary"][f"deepsparse {fmt} t{t}"]
+                ds_fmt = "int8" if fmt == "w8a8" else fmt
+                sp, ds = p["summary"][f"sparseft {fmt}{mode} t{t}"], p["summary"][f"deepsparse {ds_fmt} t{t}"]
                 chk = p["logits_check"]
                 lines.append(
                     f"| {p['seq']} | {t} | {p['sparsity']:.0%} | {fmt}{mode} | {base['wall_ms']:.1f} ({base['cpu_ms']:.1f}) | "
                     f"{sp['wall_ms']:.1f} ({sp['cpu_ms']:.1f}) | {ds['wall_ms']:.1f} ({ds['cpu_ms']:.1f}) | "
                     f"{sp['vs_dense_wall']:.2f}x / {sp['vs_dense_cpu']:.2f}x | {ds['vs_dense_wall']:.2f}x / {ds['vs_dense_cpu']:.2f}x | "
                     f"**{sp['vs_deepsparse_wall']:.2f}x / {sp['vs_deepsparse_cpu']:.2f}x** | "
-                    f"{chk[f'sparseft {fmt}{mode}']['rel_l2']:.1e} / {chk[f'deepsparse {fmt}']['rel_l2']:.1e} |"
+                    f"{chk[f'sparseft {fmt}{mode}']['rel_l2']:.1e} / {chk[f'deepsparse {ds_fmt}']['rel_l2']:.1e} |"
                 )  # fmt: skip
                 if mode:
                     continue  # no per-layer split inside a compiled graph
