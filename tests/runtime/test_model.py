@@ -10,6 +10,7 @@ from runtime_helpers import masked, tiny_llama
 from torch import nn
 
 from sparseft.runtime import SparseLinear, sparsify_model
+from sparseft.runtime.convert import Int8Spec
 
 
 def test_from_linear_matches_dense() -> None:
@@ -48,6 +49,14 @@ def test_generate_fp32_gives_identical_tokens() -> None:
     assert not isinstance(model.lm_head, SparseLinear)  # tied to the embeddings, no zeros
     torch.testing.assert_close(model(ids).logits, dense_logits, rtol=1e-4, atol=1e-4)
     assert torch.equal(model.generate(ids, max_new_tokens=24, do_sample=False), ref)
+
+
+def test_tied_layer_asked_for_by_name_is_skipped_with_a_warning() -> None:
+    model = tiny_llama(0.7)
+    spec = Int8Spec(torch.full((model.lm_head.out_features,), 0.01))
+    with pytest.warns(UserWarning, match="lm_head shares its weight"):
+        names = sparsify_model(model, "int8", int8={"lm_head": spec})
+    assert "lm_head" not in names and model.lm_head.weight is model.model.embed_tokens.weight
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "int8"])

@@ -13,6 +13,7 @@ activations, when each layer's `Int8Spec` is passed (`sparseft.quant.runtime_int
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -89,7 +90,16 @@ def sparsify_model(
     chosen = set(select_layers(model, masks, filter_fn, min_sparsity)) | set(int8)
     done = []
     for name, module in list(model.named_modules()):
-        if name not in chosen or not _is_linear(module) or id(module.weight) in tied:
+        if name not in chosen or not _is_linear(module):
+            continue
+        if id(module.weight) in tied:
+            if name in int8 or (masks is not None and name in masks):  # asked for by name: say why not
+                warnings.warn(
+                    f"sparsify_model: {name} shares its weight with another layer (tied embeddings) and is "
+                    f"left unconverted; to convert it anyway, untie it: "
+                    f"model.{name} = SparseLinear.from_dense(model.{name}, ...)",
+                    stacklevel=2,
+                )
             continue
         mask = None if masks is None else masks.get(name)
         spec = int8.get(name)
