@@ -6,7 +6,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sparse_common.h"
@@ -73,37 +72,11 @@ static void prep_q16(const xsrc *s, int64_t K, int64_t Kp, uint8_t *lo, uint8_t 
 typedef struct {
     sp_job job;
     sp_kernel kern;
-    int64_t *bounds;   /* chunk c covers rows [bounds[c], bounds[c + 1]) */
-    int64_t nchunks;
-    atomic_llong next; /* next chunk to take: threads that run late (busy core) simply take fewer */
 } task;
 
-static void run_task(void *arg, int t, int nt) {
-    task *tk = (task *)arg;
-    (void)t;
-    (void)nt;
-    for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&tk->next, 1, memory_order_relaxed);
-        if (c >= tk->nchunks) break;
-        if (tk->bounds[c + 1] > tk->bounds[c]) tk->kern(&tk->job, tk->bounds[c], tk->bounds[c + 1]);
-    }
-}
-
-/* Split rows into n chunks reading about the same number of bytes (mask + values), in blocks of 4. */
-static void split_rows(const sp_job *j, int64_t n, int64_t *bounds) {
-    static const int esz[3] = {4, 2, 1};
-    double total = (double)j->rowptr[j->M] * esz[j->fmt] + (double)j->M * j->KW * 8;
-    bounds[0] = 0;
-    int64_t r = 0;
-    for (int64_t t = 1; t < n; t++) {
-        double target = total * (double)t / (double)n;
-        while (r < j->M && (double)j->rowptr[r] * esz[j->fmt] + (double)r * j->KW * 8 < target) r++;
-        int64_t rb = (r + 2) / 4 * 4;
-        if (rb > j->M) rb = j->M;
-        if (rb < bounds[t - 1]) rb = bounds[t - 1];
-        bounds[t] = rb;
-    }
-    bounds[n] = j->M;
+static void run_task(const void *arg, int64_t r0, int64_t r1) {
+    const task *tk = (const task *)arg;
+    tk->kern(&tk->job, r0, r1);
 }
 
 static PyObject *py_best_isa(PyObject *self, PyObject *args) {
@@ -207,17 +180,9 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
         prep_rows(&src, N, K, Kp, (float *)buf);
         j->x32 = (const float *)buf;
     }
-    if (nthreads > (M + 3) / 4) nthreads = (int)((M + 3) / 4);
-    /* 4 chunks per thread: a thread whose core is busy elsewhere leaves its chunks to the others. */
-    tk.nchunks = nthreads == 1 ? 1 : 4 * (int64_t)nthreads;
-    if (tk.nchunks > (M + 3) / 4) tk.nchunks = (M + 3) / 4;
-    int64_t bounds[4 * 64 + 1];
-    tk.bounds = bounds;
-    atomic_init(&tk.next, 0);
-    split_rows(j, tk.nchunks, tk.bounds);
-    for (int64_t c = 1; use_amx && c < tk.nchunks; c++) /* AMX works on 16-row tiles */
-        tk.bounds[c] = (tk.bounds[c] + 8) / 16 * 16 < M ? (tk.bounds[c] + 8) / 16 * 16 : M;
-    pool_run(run_task, &tk, nthreads);
+    static const int esz[3] = {4, 2, 1};
+    /* AMX works on 16-row tiles */
+    pool_run_rows(run_task, &tk, j->rowptr, M, KW, esz[fmt], use_amx ? 16 : 4, nthreads);
     Py_END_ALLOW_THREADS
     free(buf);
     Py_RETURN_NONE;

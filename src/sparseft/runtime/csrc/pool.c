@@ -98,3 +98,55 @@ void pool_run(pool_fn fn, void *arg, int nthreads) {
     while (atomic_load(&active) > 0) cpu_relax();
     pthread_mutex_unlock(&mu);
 }
+
+/* ---- rows of a weight in chunks (pool_run_rows) ---- */
+#define MAX_CHUNKS (4 * MAX_THREADS)
+
+typedef struct {
+    rows_fn call;
+    const void *arg;
+    const int64_t *bounds; /* chunk c covers rows [bounds[c], bounds[c + 1]) */
+    int64_t nchunks;
+    atomic_llong next;     /* next chunk to take */
+} rows_task;
+
+static void run_rows(void *p, int t, int nt) {
+    rows_task *tk = (rows_task *)p;
+    (void)t;
+    (void)nt;
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&tk->next, 1, memory_order_relaxed);
+        if (c >= tk->nchunks) break;
+        if (tk->bounds[c + 1] > tk->bounds[c]) tk->call(tk->arg, tk->bounds[c], tk->bounds[c + 1]);
+    }
+}
+
+/* n chunks reading about the same number of bytes, boundaries rounded to multiples of align. */
+static void split_rows(const int64_t *rowptr, int64_t M, int64_t KW, int esz, int align, int64_t n,
+                       int64_t *bounds) {
+    double total = (double)rowptr[M] * esz + (double)M * KW * 8;
+    bounds[0] = 0;
+    int64_t r = 0;
+    for (int64_t t = 1; t < n; t++) {
+        double target = total * (double)t / (double)n;
+        while (r < M && (double)rowptr[r] * esz + (double)r * KW * 8 < target) r++;
+        int64_t rb = (r + align / 2) / align * align;
+        if (rb > M) rb = M;
+        if (rb < bounds[t - 1]) rb = bounds[t - 1];
+        bounds[t] = rb;
+    }
+    bounds[n] = M;
+}
+
+void pool_run_rows(rows_fn call, const void *arg, const int64_t *rowptr, int64_t M, int64_t KW, int esz,
+                   int align, int nthreads) {
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    if (nthreads > (M + 3) / 4) nthreads = (int)((M + 3) / 4);
+    if (nthreads < 1) nthreads = 1;
+    int64_t bounds[MAX_CHUNKS + 1];
+    rows_task tk = {call, arg, bounds, nthreads == 1 ? 1 : 4 * (int64_t)nthreads, 0};
+    if (tk.nchunks > (M + 3) / 4) tk.nchunks = (M + 3) / 4;
+    if (tk.nchunks < 1) tk.nchunks = 1;
+    split_rows(rowptr, M, KW, esz, align, tk.nchunks, bounds);
+    pool_run(run_rows, &tk, nthreads);
+}

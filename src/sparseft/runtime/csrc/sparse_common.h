@@ -66,4 +66,12 @@ void sp_spmm_amx(const sp_job *j, int64_t r0, int64_t r1);
 typedef void (*pool_fn)(void *arg, int t, int nthreads);
 void pool_run(pool_fn fn, void *arg, int nthreads);
 
+/* Rows [0, M) of a bitmask-format weight (rowptr, KW words per row, esz bytes per value) run on up to
+ * nthreads threads as 4 chunks per thread of about equal bytes (mask + values), chunk bounds on
+ * multiples of `align` rows: call(arg, r0, r1) for each chunk. A thread whose core is busy elsewhere
+ * simply takes fewer chunks (see pool_run). */
+typedef void (*rows_fn)(const void *arg, int64_t r0, int64_t r1);
+void pool_run_rows(rows_fn call, const void *arg, const int64_t *rowptr, int64_t M, int64_t KW, int esz,
+                   int align, int nthreads);
+
 #endif

@@ -8,7 +8,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sparse_common.h"
@@ -55,36 +54,11 @@ static float quantize_row(const float *x, int64_t sc, int64_t K, int64_t Kp, flo
 typedef struct {
     w8_job job;
     w8_kernel kern;
-    int64_t *bounds;   /* chunk c covers rows [bounds[c], bounds[c + 1]) */
-    int64_t nchunks;
-    atomic_llong next; /* threads that run late (busy core) simply take fewer chunks */
 } w8_task;
 
-static void w8_run(void *arg, int t, int nt) {
-    w8_task *tk = (w8_task *)arg;
-    (void)t;
-    (void)nt;
-    for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&tk->next, 1, memory_order_relaxed);
-        if (c >= tk->nchunks) break;
-        if (tk->bounds[c + 1] > tk->bounds[c]) tk->kern(&tk->job, tk->bounds[c], tk->bounds[c + 1]);
-    }
-}
-
-/* n chunks of rows reading about the same bytes (values + mask), boundaries at multiples of 4 rows. */
-static void w8_split(const w8_job *j, int64_t n, int64_t *bounds) {
-    double total = (double)j->rowptr[j->M] + (double)j->M * j->KW * 8;
-    bounds[0] = 0;
-    int64_t r = 0;
-    for (int64_t t = 1; t < n; t++) {
-        double target = total * (double)t / (double)n;
-        while (r < j->M && (double)j->rowptr[r] + (double)r * j->KW * 8 < target) r++;
-        int64_t rb = (r + 2) / 4 * 4;
-        if (rb > j->M) rb = j->M;
-        if (rb < bounds[t - 1]) rb = bounds[t - 1];
-        bounds[t] = rb;
-    }
-    bounds[n] = j->M;
+static void w8_run(const void *arg, int64_t r0, int64_t r1) {
+    const w8_task *tk = (const w8_task *)arg;
+    tk->kern(&tk->job, r0, r1);
 }
 
 PyObject *py_w8a8_matmul(PyObject *self, PyObject *args) {
@@ -139,15 +113,7 @@ PyObject *py_w8a8_matmul(PyObject *self, PyObject *args) {
     }
     j->xu = buf;
     j->xscale = xs;
-    if (nthreads > (M + 3) / 4) nthreads = (int)((M + 3) / 4);
-    /* 4 chunks per thread: a thread whose core is busy elsewhere leaves its chunks to the others. */
-    tk.nchunks = nthreads == 1 ? 1 : 4 * (int64_t)nthreads;
-    if (tk.nchunks > (M + 3) / 4) tk.nchunks = (M + 3) / 4;
-    int64_t bounds[4 * 64 + 1];
-    tk.bounds = bounds;
-    atomic_init(&tk.next, 0);
-    w8_split(j, tk.nchunks, tk.bounds);
-    pool_run(w8_run, &tk, nthreads);
+    pool_run_rows(w8_run, &tk, j->rowptr, M, KW, 1, 4, nthreads);
     Py_END_ALLOW_THREADS
     free(buf);
     Py_RETURN_NONE;
