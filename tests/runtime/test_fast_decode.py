@@ -10,7 +10,7 @@ from runtime_helpers import masked, tiny_llama
 from torch import nn
 
 from sparseft.runtime import SparseLinear, compress, sparsify_model
-from sparseft.runtime.fast_decode import DecodeLinear, greedy_decode, prepare_for_decode
+from sparseft.runtime.fast_decode import _REGISTRY, DecodeLinear, greedy_decode, prepare_for_decode
 from sparseft.runtime.fusion import FusedSibling, concat_rows, fuse_projections
 from tiny_models import build_tiny_model
 
@@ -140,11 +140,13 @@ def test_decode_linear_follows_replaced_weights() -> None:
     """The op's packed kernel arguments are refreshed when the layer's buffers were replaced."""
     lins = [nn.Linear(64, 24) for _ in range(2)]
     with torch.no_grad():
-        for lin in lins:
-            lin.weight.copy_(masked((24, 64), 0.5))
+        for seed, lin in enumerate(lins):
+            lin.weight.copy_(masked((24, 64), 0.5, seed=seed))
     fast = DecodeLinear.of(SparseLinear.from_dense(lins[0], "int8"))
     other = SparseLinear.from_dense(lins[1], "int8")
-    fast.load_state_dict(other.state_dict())
+    for name in ("mask", "values", "rowptr", "scales", "rowsum", "bias"):  # new tensors, new addresses
+        setattr(fast, name, getattr(other, name).clone())
+    assert _REGISTRY[fast.handle][1][5] != fast.values.data_ptr()  # the packed arguments are stale
     x = torch.randn(3, 64)
     torch.testing.assert_close(torch.ops.sparseft.decode_linear(x, fast.values, fast.handle, 24), other(x))
 
