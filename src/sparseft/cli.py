@@ -1,7 +1,8 @@
 """The `sparseft` command line.
 
 Each subcommand lives in its own module under `sparseft.commands` and exposes
-`register(subparsers) -> None`, which adds a parser whose `func` default runs the command.
+`register(subparsers) -> None`, which adds a parser whose `func` default runs the command. A command
+only parses its options into the stage's settings and calls the stage (`sparseft.stages`).
 
     sparseft --help
     sparseft prune smollm2-135m --sparsity 0.5 --out runs/smollm2-50
@@ -31,9 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared argument helpers, not a command
+            continue
         module = importlib.import_module(f"sparseft.commands.{info.name}")
         module.register(subparsers)
     return parser
+
+
+def _print_reports() -> None:
+    """The stages' result tables (logger `sparseft.report`) go to stdout as plain text."""
+    report = logging.getLogger("sparseft.report")
+    for handler in list(report.handlers):
+        report.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)  # the current stdout (tests swap it per call)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    report.addHandler(handler)
+    report.setLevel(logging.INFO)
+    report.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    _print_reports()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,76 +1,69 @@
 """Run a recipe's stages in order; each stage reads the previous stage's folder and writes its own.
 
-Stage i writes `output/NN-KIND/` (NN = i+1) atomically and records what it did in `sparseft.json`;
-a rerun skips every stage whose folder is complete, so a run can stop and resume between stages.
+Stage i writes `output/NN-KIND/` (NN = i+1) atomically, with its record (`stage.json`) inside. On a
+rerun a finished stage is reused only when its record shows the same settings and the same input, and
+every stage after a rerun one runs again; anything else runs (again). `resume=False` reruns everything.
 
 >>> from sparseft.recipe import load_recipe
->>> results = run_recipe(load_recipe("recipes/smollm2-demo.yaml"))
+>>> results = run_recipe(load_recipe("recipes/smollm2-50-sparsegpt.yaml"))
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from sparseft.atomic import atomic_write_text
 from sparseft.models.saving import RECORD_FILE
-from sparseft.recipe import Recipe
+from sparseft.recipe import Recipe, Stage
+from sparseft.stages import STAGE_RUNNERS, StageIO
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageContext:
-    """What a stage runner gets: the recipe, the folder to read, the folder to write."""
-
-    recipe: Recipe
-    source: str  # the recipe's original model (dense teacher)
-    input: str  # previous stage's folder, or the recipe's model for the first stage
-    output: Path
-
-
-StageRunner = Callable[[StageContext, object], dict]
-
-
-def _runners() -> dict[str, StageRunner]:
-    from sparseft import stages
-
-    return {
-        "prune": stages.run_prune,
-        "oneshot": stages.run_oneshot,
-        "finetune": stages.run_finetune,
-        "quantize": stages.run_quantize,
-        "compress": stages.run_compress,
-        "eval": stages.run_eval,
-    }
 
 
 def stage_dirs(recipe: Recipe) -> list[Path]:
     return [Path(recipe.output) / f"{i + 1:02d}-{stage.kind}" for i, stage in enumerate(recipe.stages)]
 
 
-def _finished(folder: Path) -> dict | None:
-    record = folder / RECORD_FILE
-    return json.loads(record.read_text()) if record.exists() else None
+def _reusable(folder: Path, stage: Stage, input_ref: str) -> dict | None:
+    """The stage's finished record in `folder` if it ran with these settings on this input, else None."""
+    path = folder / RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = (
+        isinstance(record, dict)
+        and record.get("stage") == stage.kind
+        and record.get("input") == input_ref
+        and record.get("settings") == stage.settings.model_dump(mode="json")
+    )
+    if not same:
+        log.info("stage %s in %s ran with other settings or input: running it again", stage.kind, folder)
+    return record if same else None
+
+
+def _writes_model(kind: str) -> bool:
+    return kind not in ("eval", "bench")
 
 
 def run_recipe(recipe: Recipe, resume: bool = True) -> list[dict]:
     """Run (or resume) every stage; returns each stage's record."""
-    runners = _runners()
-    records, previous = [], recipe.model
+    records, previous, reuse = [], recipe.model, resume
     for stage, folder in zip(recipe.stages, stage_dirs(recipe), strict=True):
-        done = _finished(folder) if resume else None
-        if done is not None:
-            log.info("stage %s: already done in %s, skipping", stage.kind, folder)
-            record = done
+        record = _reusable(folder, stage, previous) if reuse else None
+        if record is not None:
+            log.info("stage %s: already done in %s, reusing it", stage.kind, folder)
         else:
+            reuse = False  # later stages read this one's new output: they run again too
             log.info("stage %s -> %s", stage.kind, folder)
-            record = runners[stage.kind](StageContext(recipe, recipe.model, previous, folder), stage.settings)
+            io = StageIO(previous, folder, source=recipe.model, dtype=recipe.dtype, resume=resume)
+            record = STAGE_RUNNERS[stage.kind](stage.settings, io)
         records.append(record)
-        if (folder / "config.json").exists():  # eval stages write a record but no model
+        if _writes_model(stage.kind):
             previous = str(folder)
-    summary = Path(recipe.output) / "stages.json"
-    summary.write_text(json.dumps(records, indent=2, default=str))
+    atomic_write_text(Path(recipe.output) / "stages.json", json.dumps(records, indent=2, default=str))
     return records

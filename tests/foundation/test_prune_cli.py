@@ -29,7 +29,7 @@ def test_prune_command_writes_model_masks_and_report(tmp_path, capsys):
     by_name = {layer.name: layer.sparsity for layer in sparsity_report(model, masks).layers}
     assert by_name["transformer.h.0.attn.c_attn"] == pytest.approx(0.6, abs=1e-3)
     assert by_name["transformer.h.1.mlp.c_proj"] == pytest.approx(0.25, abs=1e-3)
-    record = json.loads((tmp_path / "pruned" / "sparseft.json").read_text())
+    record = json.loads((tmp_path / "pruned" / "stage.json").read_text())
     assert record["layers"] == pytest.approx(by_name)
 
 

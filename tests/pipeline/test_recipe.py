@@ -45,9 +45,9 @@ def test_pipeline_runs_prune_then_oneshot_magnitude_and_resumes(tmp_path):
     assert records[1]["total_sparsity"] == pytest.approx(0.6, abs=1e-3)
     assert (tmp_path / "run" / "02-oneshot" / "masks.safetensors").exists()
     # Resume: a finished stage is not redone (its record file stays the same object on disk).
-    stamp = (tmp_path / "run" / "01-prune" / "sparseft.json").stat().st_mtime_ns
+    stamp = (tmp_path / "run" / "01-prune" / "stage.json").stat().st_mtime_ns
     again = run_recipe(load_recipe(recipe_path))
-    assert (tmp_path / "run" / "01-prune" / "sparseft.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "run" / "01-prune" / "stage.json").stat().st_mtime_ns == stamp
     assert json.loads(json.dumps(again[1], default=str))["total_sparsity"] == pytest.approx(0.6, abs=1e-3)
 
 

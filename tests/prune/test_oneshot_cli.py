@@ -10,7 +10,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sparseft.cli import main
-from sparseft.data.calibration import calibration_batches, calibration_texts
+from sparseft.data.calibration import calibration_batches
+from sparseft.data.sources import load_texts
 from sparseft.errors import ConfigError
 from sparseft.models import find_prunable, load_model
 from sparseft.prune.masks import load_masks
@@ -57,7 +58,7 @@ def test_cli_writes_a_loadable_pruned_model_with_masks(tiny_llama_dir, corpus, t
     for name, module in layers.items():
         assert (module.weight[~masks[name]] == 0).all()
         assert (masks[name].reshape(module.weight.shape[0], -1, 4).sum(-1) == 2).all()
-    record = json.loads((out / "sparseft.json").read_text())
+    record = json.loads((out / "stage.json").read_text())
     assert record["method"] == "sparsegpt" and record["nm"] == "2:4"
     assert all(layer["error"] >= 0 for layer in record["layers"])
 
@@ -76,9 +77,9 @@ def test_cli_low_memory_modes_write_the_same_folder(tiny_llama_dir, corpus, tmp_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     masks = [load_masks(outs[m] / "masks.safetensors") for m in ("on", "off")]
     assert masks[0].keys() == masks[1].keys() and all(torch.equal(masks[0][k], masks[1][k]) for k in masks[0])
-    records = [json.loads((outs[m] / "sparseft.json").read_text()) for m in ("on", "off")]
+    records = [json.loads((outs[m] / "stage.json").read_text()) for m in ("on", "off")]
     assert [r["low_memory"] for r in records] == [True, False]
-    assert records[0]["error_batches"] is None and records[0]["layers"][0]["error_tokens"] == 8 * 32
+    assert records[0]["settings"]["error_batches"] is None and records[0]["layers"][0]["error_tokens"] == 8 * 32
 
 
 def test_cli_reports_bad_input_without_traceback(tiny_llama_dir, tmp_path, capsys):
@@ -88,7 +89,7 @@ def test_cli_reports_bad_input_without_traceback(tiny_llama_dir, tmp_path, capsy
 
 def test_calibration_windows_are_seeded_and_sized(tiny_llama_dir, corpus):
     tok = byte_tokenizer()
-    texts = calibration_texts([str(corpus)])
+    texts = load_texts([str(corpus)], "calibration")
     a = calibration_batches(tok, texts, nsamples=5, seqlen=16, batch_size=2, seed=3)
     b = calibration_batches(tok, texts, nsamples=5, seqlen=16, batch_size=2, seed=3)
     assert [x["input_ids"].shape for x in a] == [torch.Size([2, 16])] * 2 + [torch.Size([1, 16])]
@@ -98,7 +99,7 @@ def test_calibration_windows_are_seeded_and_sized(tiny_llama_dir, corpus):
 def test_jsonl_calibration_source(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"text": "one"}\n\n{"text": "two"}\n')
-    assert calibration_texts([str(path)]) == ["one", "two"]
+    assert load_texts([str(path)], "calibration") == ["one", "two"]
     path.write_text('{"txt": "one"}\n')
     with pytest.raises(ConfigError, match="c.jsonl:1"):
-        calibration_texts([str(path)])
+        load_texts([str(path)], "calibration")

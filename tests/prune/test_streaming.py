@@ -64,7 +64,7 @@ def assert_same_folder(outs: dict[str, Path]) -> None:
     assert all(torch.equal(masks_a[k], masks_b[k]) for k in masks_a)
     for name in ("config.json", "generation_config.json"):
         assert json.loads((outs["off"] / name).read_text()) == json.loads((outs["on"] / name).read_text()), name
-    records = [json.loads((outs[m] / "sparseft.json").read_text()) for m in ("off", "on")]
+    records = [json.loads((outs[m] / "stage.json").read_text()) for m in ("off", "on")]
     for record in records:
         record.pop("seconds")
         for layer in record["layers"]:

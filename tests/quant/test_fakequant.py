@@ -113,7 +113,7 @@ def test_save_and_load_roundtrip(tmp_path):
     torch.testing.assert_close(_logits(loaded), expected, rtol=1e-5, atol=1e-5)
     assert not torch.equal(_logits(plain), expected)  # the activation quantization comes from the hooks
     assert fq2.record() == fq.record()
-    record = json.loads((tmp_path / "q" / "sparseft.json").read_text())
+    record = json.loads((tmp_path / "q" / "stage.json").read_text())
     assert record["stage"] == "quantize" and record["note"] == "test"
 
 

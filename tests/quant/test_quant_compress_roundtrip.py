@@ -4,9 +4,6 @@ compressed checkpoint's save/load unchanged."""
 
 from __future__ import annotations
 
-import argparse
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -63,12 +60,11 @@ def test_gptq_grid_is_not_the_max_over_127_grid(gptq_folder) -> None:
 
 
 def test_compress_stage_keeps_values_and_scales_exactly(gptq_folder, tmp_path) -> None:
-    recipe = pytest.importorskip("sparseft.recipe")
-    from sparseft.stages import run_compress
+    from sparseft.settings import CompressSettings
+    from sparseft.stages import StageIO, run_compress
 
     folder, weights = gptq_folder
-    ctx = SimpleNamespace(input=folder, output=tmp_path / "c", source=folder, recipe=SimpleNamespace(dtype="float32"))
-    record = run_compress(ctx, recipe.CompressStage(values="int8"))
+    record = run_compress(CompressSettings(values="int8"), StageIO(str(folder), tmp_path / "c"))
     assert record["int8_layers"] == 12 and record["w8a8_layers"] == 12 and record["layers"] == 14
     model = load_compressed(tmp_path / "c")
     _check_layers(model, _expected(weights, read_quantizer(folder)))
@@ -77,11 +73,10 @@ def test_compress_stage_keeps_values_and_scales_exactly(gptq_folder, tmp_path) -
 
 
 def test_compress_command_keeps_values_and_scales_exactly(gptq_folder, tmp_path) -> None:
-    from sparseft.commands.compress import run
+    from sparseft.cli import main
 
     folder, weights = gptq_folder
-    args = argparse.Namespace(model=str(folder), out=tmp_path / "cli", format="int8", min_sparsity=0.0)
-    assert run(args) == 0
+    assert main(["compress", str(folder), "--out", str(tmp_path / "cli"), "--format", "int8"]) == 0
     _check_layers(load_compressed(tmp_path / "cli"), _expected(weights, read_quantizer(folder)))
 
 

@@ -12,15 +12,9 @@ from sparseft.cli import main
 from sparseft.prune import load_masks, magnitude_prune, save_masks
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from sparseft.models import load_tokenizer
-    from sparseft.models.registry import PACKAGED_MODELS, cache_root
-
-    cached = sorted((cache_root() / "models").glob("smollm2-135m-*"))
-    if not cached:  # converting the GGUF would take a while; the CI installs and caches it first
-        pytest.skip(f"packaged {PACKAGED_MODELS['smollm2-135m'].pip_name} not converted yet")
-    return load_tokenizer(cached[-1])
+@pytest.fixture
+def tokenizer(smollm2_tokenizer):
+    return smollm2_tokenizer
 
 
 def _tiny_folder(path, tokenizer, seed, sparsity=None):
@@ -47,9 +41,9 @@ def test_finetune_cli_keeps_masks_and_writes_history(tmp_path, tokenizer):
                "--save-steps", "2", "--logging-steps", "1", "--out", str(out)])
     assert rc == 0
     masks = load_masks(tmp_path / "student" / "masks.safetensors")
-    assert all(torch.equal(masks[n], m) for n, m in load_masks(out / "final" / "masks.safetensors").items())
-    assert (out / "checkpoints" / "checkpoint-2" / "masks.safetensors").is_file()
-    record = json.loads((out / "final" / "sparseft.json").read_text())
+    assert all(torch.equal(masks[n], m) for n, m in load_masks(out / "masks.safetensors").items())
+    assert (tmp_path / "out.checkpoints" / "checkpoint-2" / "masks.safetensors").is_file()
+    record = json.loads((out / "stage.json").read_text())
     assert record["total_sparsity"] == pytest.approx(0.5, abs=1e-3)
     logged = [h for h in record["log_history"] if "loss" in h]
     assert len(logged) == 3 and all("loss_squarehead" in h and "loss_task" in h for h in logged)
@@ -60,24 +54,23 @@ def test_finetune_cli_rejects_distillation_without_teacher(tmp_path, capsys):
     assert rc == 1 and "--teacher" in capsys.readouterr().err
 
 
-def test_recipe_finetune_stage_trains_keeps_masks_and_resumes(tmp_path, tokenizer):
-    from types import SimpleNamespace
-
-    from sparseft.recipe import FinetuneStage
-    from sparseft.train.recipe_stage import finetune_stage
+def test_finetune_stage_trains_keeps_masks_and_resumes(tmp_path, tokenizer):
+    from sparseft.settings import FinetuneSettings
+    from sparseft.stages import StageIO, run_finetune
 
     torch.set_num_threads(1)
     _tiny_folder(tmp_path / "dense", tokenizer, 0)
     _tiny_folder(tmp_path / "pruned", tokenizer, 1, sparsity=0.5)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.txt").write_text("\n\n".join(f"{i} apples and {i} pears make {2 * i}." for i in range(30)))
-    ctx = SimpleNamespace(recipe=SimpleNamespace(dtype="float32"), source=str(tmp_path / "dense"),
-                          input=str(tmp_path / "pruned"), output=tmp_path / "02-finetune")
-    settings = FinetuneStage(data=str(tmp_path / "data"), nsamples=30, steps=4, batch_size=2, seqlen=16)
-    record = finetune_stage(ctx, settings)
-    assert record["total_sparsity"] == pytest.approx(0.5, abs=1e-3) and not record["resumed"]
+    io = StageIO(str(tmp_path / "pruned"), tmp_path / "02-finetune", source=str(tmp_path / "dense"), resume=True)
+    settings = FinetuneSettings(data=str(tmp_path / "data"), nsamples=30, steps=4, batch_size=2, seqlen=16)
+    record = run_finetune(settings, io)
+    assert record["total_sparsity"] == pytest.approx(0.5, abs=1e-3) and record["resumed_from"] is None
+    assert record["teacher_model"] == str(tmp_path / "dense")  # teacher 'source': the run's dense model
     masks = load_masks(tmp_path / "pruned" / "masks.safetensors")
-    assert all(torch.equal(masks[n], m) for n, m in load_masks(ctx.output / "masks.safetensors").items())
+    assert all(torch.equal(masks[n], m) for n, m in load_masks(io.output / "masks.safetensors").items())
     assert (tmp_path / "02-finetune.checkpoints" / "checkpoint-4" / "masks.safetensors").is_file()
     # a rerun of an interrupted stage picks up its last checkpoint
-    assert finetune_stage(ctx, settings.model_copy(update={"steps": 5}))["resumed"]
+    again = run_finetune(settings.model_copy(update={"steps": 5}), io)
+    assert again["resumed_from"].endswith("checkpoint-4")

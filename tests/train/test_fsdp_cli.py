@@ -34,16 +34,10 @@ def _tensorboard_tags(folder) -> set[str]:
     return tags
 
 
-def test_finetune_cli_fsdp_two_ranks(tmp_path):
+def test_finetune_cli_fsdp_two_ranks(tmp_path, smollm2_tokenizer):
     from test_finetune_cli import _tiny_folder  # same tiny Llama + SmolLM2 tokenizer fixture data
 
-    from sparseft.models import load_tokenizer
-    from sparseft.models.registry import cache_root
-
-    cached = sorted((cache_root() / "models").glob("smollm2-135m-*"))
-    if not cached:
-        pytest.skip("packaged SmolLM2 not converted yet (its tokenizer is used here)")
-    tokenizer = load_tokenizer(cached[-1])
+    tokenizer = smollm2_tokenizer
     _tiny_folder(tmp_path / "teacher", tokenizer, 0)
     _tiny_folder(tmp_path / "student", tokenizer, 1, sparsity=0.5)
     data = tmp_path / "train.jsonl"
@@ -63,7 +57,7 @@ def test_finetune_cli_fsdp_two_ranks(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     masks = load_masks(tmp_path / "student" / "masks.safetensors")
-    final = out / "final"
+    final = out
     assert all(torch.equal(masks[n], m) for n, m in load_masks(final / "masks.safetensors").items())
     model = load_model(final)  # a whole (gathered) model, not one rank's shards
     teacher = load_model(tmp_path / "teacher")
@@ -74,7 +68,7 @@ def test_finetune_cli_fsdp_two_ranks(tmp_path):
         assert weight.shape == mask.shape and (weight[~mask] == 0).all(), name
         changed |= not torch.equal(weight, dict(teacher.named_modules())[name].weight)
     assert changed
-    record = json.loads((final / "sparseft.json").read_text())
+    record = json.loads((final / "stage.json").read_text())
     assert [h["step"] for h in record["log_history"] if "loss_squarehead" in h][-1] == 4  # resumed to step 4
-    tags = _tensorboard_tags(out / "checkpoints")
+    tags = _tensorboard_tags(tmp_path / "out.checkpoints")
     assert {"train/loss_task", "train/loss_squarehead", "train/loss_kd"} <= tags, tags

@@ -1,14 +1,14 @@
 """`sparseft bench`: time the sparse kernels (or a compressed model's decoding) against dense PyTorch.
 
 sparseft bench --shape 4096x4096 --sparsity 0.7 --batch 1 --threads 1
-sparseft bench --model runs/smollm2-70-int8 --tokens 64 [--fuse] [--compile]
+sparseft bench --model runs/smollm2-70-int8 --baseline smollm2-135m --tokens 64 [--fuse] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from sparseft.commands._common import print_summary, settings_from
 from sparseft.errors import ConfigError
 
 
@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Without --model: time y = x W^T for a random weight of --shape with --sparsity zeros, in "
             "each value type, against torch fp32 F.linear in the same run (interleaved, best of 7). "
-            "With --model: greedy-decode --tokens tokens with a compressed checkpoint and report tokens/s. "
+            "With --model: greedy-decode --tokens tokens with any model (dense or compressed) and report "
+            "tokens/s, next to --baseline measured in interleaved rounds of the same run. "
             "Set OMP_WAIT_POLICY=passive when using 2 threads."
         ),
     )
@@ -27,8 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float, default=0.7, help="fraction of zeros (default 0.7)")
     p.add_argument("--batch", type=int, default=1, help="rows of x (default 1 = decode)")
     p.add_argument("--threads", type=int, default=None, help="threads (default torch.get_num_threads())")
-    p.add_argument("--model", type=Path, default=None, help="compressed checkpoint folder to decode with")
+    p.add_argument("--model", default=None, help="model to decode with: compressed checkpoint, folder or packaged name")
+    p.add_argument("--baseline", help="--model: a second model timed in the same run (e.g. the dense one)")
+    p.add_argument("--tokenizer", help="--model: where the tokenizer is if not with the model")
     p.add_argument("--tokens", type=int, default=64, help="new tokens for --model (default 64)")
+    p.add_argument("--rounds", type=int, default=3, help="--model: interleaved rounds, best kept (default 3)")
     p.add_argument("--fuse", action="store_true", help="--model: fuse q/k/v and gate/up into one call each")
     p.add_argument(
         "--compile",
@@ -51,65 +55,17 @@ def _parse_shape(text: str) -> tuple[int, int]:
     return m, k
 
 
-def _bench_kernels(args: argparse.Namespace) -> None:
-    import torch
-    import torch.nn.functional as F
-
-    from sparseft.runtime import compress, sparse_matmul
-    from sparseft.runtime.timing import best_times
-
-    if not 0.0 <= args.sparsity < 1.0:
-        raise ConfigError(f"--sparsity must be in [0, 1), got {args.sparsity}")
-    m, k = _parse_shape(args.shape)
-    w = torch.randn(m, k)
-    w *= torch.rand(m, k) >= args.sparsity
-    x = torch.randn(args.batch, k)
-    cws = {fmt: compress(w, fmt) for fmt in ("fp32", "bf16", "int8")}
-    fns = {"dense fp32": lambda: F.linear(x, w)}
-    fns.update({f"sparse {f}": (lambda cw=cw: sparse_matmul(x, cw)) for f, cw in cws.items()})
-    t = best_times(fns, seconds=args.seconds)
-    print(f"{m}x{k}, {args.sparsity:.0%} zeros, batch {args.batch}, {torch.get_num_threads()} threads")
-    for name, sec in t.items():
-        print(f"  {name:12s} {sec * 1e3:8.3f} ms  {t['dense fp32'] / sec:5.2f}x")
-
-
-def _bench_model(args: argparse.Namespace) -> None:
-    import time
-
-    import torch
-
-    from sparseft.runtime import load_compressed
-
-    model = load_compressed(args.model)
-    ids = torch.tensor([[1, 2, 3, 4]])
-    if args.fuse or args.compile:
-        from sparseft.runtime.fast_decode import prepare_for_decode
-
-        prepare_for_decode(
-            model, compile=args.compile, fuse=args.fuse, max_cache_len=ids.shape[1] + args.tokens
-        )
-    t0 = time.perf_counter()
-    model.generate(ids, max_new_tokens=4, do_sample=False, min_new_tokens=4)
-    if args.compile:
-        print(f"compiled the decoder step in {time.perf_counter() - t0:.0f} s")
-    t0 = time.perf_counter()
-    model.generate(ids, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False)
-    dt = time.perf_counter() - t0
-    print(f"{args.model}: {args.tokens / dt:.1f} tokens/s ({torch.get_num_threads()} threads, batch 1)")
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from sparseft.settings import BenchSettings, KernelBenchSettings
+    from sparseft.stages import StageIO, run_bench, run_kernel_bench
 
-    from sparseft.runtime import set_num_threads
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-        set_num_threads(args.threads)
-    if args.model is not None:
-        _bench_model(args)
-    else:
-        _bench_kernels(args)
+    if args.model is None:
+        settings = settings_from(KernelBenchSettings, shape=_parse_shape(args.shape), sparsity=args.sparsity,
+                                 batch=args.batch, seconds=args.seconds, threads=args.threads)
+        run_kernel_bench(settings)
+        return 0
+    settings = settings_from(BenchSettings, tokens=args.tokens, rounds=args.rounds, baseline=args.baseline,
+                             fuse=args.fuse, compile=args.compile, threads=args.threads)
+    record = run_bench(settings, StageIO(str(args.model), source=args.tokenizer or args.baseline))
+    print_summary(record, ("tokens_per_s", "speedup", "threads"))
     return 0

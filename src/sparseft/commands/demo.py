@@ -1,15 +1,17 @@
 """`sparseft demo`: the whole pipeline on the packaged SmolLM2-135M, in minutes on 2 cores, offline.
 
 dense eval -> SparseGPT one-shot -> eval -> SquareHead fine-tune -> eval -> compress -> eval on the
-sparse kernels -> decode speed of the compressed model vs dense PyTorch, measured in the same run.
+sparse kernels -> decode speed of the compressed model vs dense PyTorch, measured in the same run. It is
+the recipe `demo_recipe` builds, run by `sparseft.pipeline.run_recipe`: nothing here but its summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
+
+from sparseft.atomic import atomic_write_text
 
 
 def register(subparsers) -> None:
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
         help="prune + fine-tune + compress + benchmark the packaged SmolLM2-135M, with a report",
         description=__doc__.split("\n\n")[0],
         epilog=(
-            "Outputs: OUT/NN-STAGE/ per stage (resumable: rerun skips finished stages), OUT/summary.json, "
+            "Outputs: OUT/NN-STAGE/ per stage (resumable: a rerun reuses the stages whose settings did not change), OUT/summary.json, "
             "OUT/demo.png. Perplexity is on the first --texts of the 100 original GSM problems (question + "
             "worked answer), never seen in calibration or training."
         ),
@@ -52,24 +54,9 @@ def demo_recipe(args: argparse.Namespace):
             evaluate,
             {"compress": {"values": args.values}},
             evaluate,
+            {"bench": {"tokens": args.tokens, "baseline": "source"}},
         ],
     })
-
-
-def decode_speed(models: dict, tokenizer, tokens: int, rounds: int = 3) -> dict[str, float]:
-    """Greedy tokens/s of each model, batch 1, interleaved rounds, best round kept."""
-    import torch
-
-    ids = tokenizer("Question: A farmer has 12 cows and buys 5 more. How many cows?\nAnswer:",
-                    return_tensors="pt")["input_ids"]
-    best = dict.fromkeys(models, float("inf"))
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-                best[name] = min(best[name], time.perf_counter() - start)
-    return {name: tokens / seconds for name, seconds in best.items()}
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -93,31 +80,25 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from sparseft.pipeline import run_recipe
 
-    from sparseft.models import load_model, load_tokenizer
-    from sparseft.pipeline import run_recipe, stage_dirs
-
-    recipe = demo_recipe(args)
-    records = run_recipe(recipe, resume=not args.restart)
+    records = run_recipe(demo_recipe(args), resume=not args.restart)
     evals = [r for r in records if r["stage"] == "eval"]
-    tokenizer = load_tokenizer(args.model)
-    compressed_dir = stage_dirs(recipe)[5]
-    speeds = decode_speed({"dense fp32": load_model(args.model), f"sparse {args.values}": load_model(compressed_dir)},
-                          tokenizer, args.tokens)
+    bench = records[-1]
+    speeds = {"dense fp32": bench["tokens_per_s"]["baseline"], f"sparse {args.values}": bench["tokens_per_s"]["model"]}
     summary = {
-        "model": args.model, "sparsity": args.sparsity, "values": args.values, "threads": torch.get_num_threads(),
+        "model": args.model, "sparsity": args.sparsity, "values": args.values, "threads": bench["threads"],
         "heldout_texts": evals[0]["texts"],
         "perplexity": dict(zip(["dense", "one-shot SparseGPT", "+ SquareHead fine-tune", "compressed"],
                                [round(r["perplexity"], 3) for r in evals], strict=True)),
         "weight_sparsity": round(evals[-1]["sparsity"], 4),
         "finetune_steps": args.steps,
         "decode_tokens_per_s": {k: round(v, 2) for k, v in speeds.items()},
-        "decode_speedup": round(speeds[f"sparse {args.values}"] / speeds["dense fp32"], 2),
+        "decode_speedup": round(bench["speedup"], 2),
         "decode_new_tokens": args.tokens,
-    }
+    }  # fmt: skip
     out = Path(args.out)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     plot(summary, out / "demo.png")
     print(json.dumps(summary, indent=2))
     print(f"report: {out / 'summary.json'}, plot: {out / 'demo.png'}")

@@ -1,56 +1,40 @@
-"""`sparseft eval`: held-out perplexity of a causal LM and the sparsity of its weights."""
+"""`sparseft eval`: perplexity on the test split of a data source, and the sparsity of the weights."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from sparseft.commands.prune import add_model_arguments
-
-
-def heldout_texts(source: str) -> list[str]:
-    """'gsm' (the 100 original GSM problems with worked answers), 'fortunes', or text files (one text each)."""
-    from sparseft.data import fortunes, gsm_problems
-
-    if source == "gsm":
-        return [p.text for p in gsm_problems()]
-    if source == "fortunes":
-        return fortunes(max_items=400)
-    from sparseft.errors import ConfigError
-
-    path = Path(source)
-    if not path.exists():
-        raise ConfigError(f"--data must be 'gsm', 'fortunes' or an existing text file/folder, got {source!r}")
-    files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
-    return [f.read_text() for f in files]
+from sparseft.commands._common import add_model_arguments, settings_from, stage_io
 
 
 def register(subparsers) -> None:
+    from sparseft.data.sources import describe_sources
+
     parser = subparsers.add_parser(
         "eval",
         help="perplexity on held-out text, plus weight sparsity",
-        description="Evaluate a causal LM: perplexity on held-out texts and the sparsity of its prunable layers.",
+        description="Evaluate a causal LM: perplexity on the test split of --data (never seen in calibration "
+        "or training) and the sparsity of its prunable layers.",
     )
     add_model_arguments(parser)
-    parser.add_argument("--data", default="gsm", help="gsm (default), fortunes, or a .txt file / folder of .txt files")
+    parser.add_argument("--data", nargs="+", default=["gsm"], metavar="SOURCE",
+                        help=f"test texts: {describe_sources()}; or .txt/.jsonl files or folders (default gsm)")
     parser.add_argument("--seqlen", type=int, default=512, help="tokens per evaluation window (default 512)")
+    parser.add_argument("--max-texts", type=int, help="evaluate on the first N texts only")
     parser.add_argument("--tokenizer", help="where the tokenizer is, if not in MODEL (e.g. for a compressed checkpoint)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparseft.evaluate.perplexity import perplexity
-    from sparseft.evaluate.sparsity import weight_sparsity
-    from sparseft.models import load_model, load_tokenizer
+    import json
 
-    model = load_model(args.model, args.dtype, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code, missing_ok=bool(args.tokenizer))
-    if args.tokenizer:
-        tokenizer = load_tokenizer(args.tokenizer)
-    ppl = perplexity(model, tokenizer, heldout_texts(args.data), seqlen=args.seqlen, progress=not args.json)
-    sparsity = weight_sparsity(model)
-    result = {"model": str(args.model), "data": args.data, "perplexity": ppl, "sparsity": sparsity}
-    print(json.dumps(result) if args.json else f"perplexity {ppl:.3f}   sparsity {sparsity:.2%}")
+    from sparseft.settings import EvalSettings
+    from sparseft.stages import run_eval
+
+    settings = settings_from(EvalSettings, data=args.data, seqlen=args.seqlen, max_texts=args.max_texts,
+                             tokenizer=args.tokenizer, progress=not args.json)
+    record = run_eval(settings, stage_io(args, None))
+    result = {k: record[k] for k in ("model", "perplexity", "sparsity", "texts")} | {"data": args.data}
+    print(json.dumps(result) if args.json else f"perplexity {record['perplexity']:.3f}   sparsity {record['sparsity']:.2%}")
     return 0

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import logging
 from pathlib import Path
 
+from sparseft.commands._common import settings_from
 from sparseft.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 EPILOG = """examples:
   # recover a one-shot pruned model (masks from its folder) with CE + SquareHead from the dense teacher
@@ -47,12 +44,13 @@ def register(subparsers) -> None:
     io.add_argument("--student", required=True, help="student model: folder, packaged name, .gguf or hub id")
     io.add_argument("--teacher", help="dense teacher model (needed by the squarehead and kd terms)")
     io.add_argument("--masks", help="masks.safetensors of the student (default: STUDENT/masks.safetensors)")
-    io.add_argument("--data", default="gsm", help="'gsm' or a .jsonl/.txt file of training texts (default gsm)")
+    io.add_argument("--data", nargs="+", default=["gsm"], metavar="SOURCE",
+                    help="training texts: gsm (default), fortunes, or .jsonl/.txt files or folders")
     io.add_argument("--num-texts", type=int, default=512, help="number of training texts to use (default 512)")
     io.add_argument("--seqlen", type=int, default=256, help="tokens per training example (default 256)")
     io.add_argument("--no-pack", action="store_true",
                     help="one padded example per text instead of packing texts into full windows")
-    io.add_argument("--out", required=True, help="output folder (checkpoints/ and final/ go inside)")
+    io.add_argument("--out", required=True, help="output model folder (checkpoints go to OUT.checkpoints/)")
 
     loss = parser.add_argument_group("loss")
     loss.add_argument("--loss", default="ce+squarehead",
@@ -84,130 +82,58 @@ def register(subparsers) -> None:
     opt.add_argument("--bf16", action="store_true", help="train the student in bf16 autocast")
 
     run_group = parser.add_argument_group("checkpoints and logging")
-    run_group.add_argument("--save-steps", type=int, default=100, help="checkpoint every N steps (default 100)")
+    run_group.add_argument("--save-steps", type=int, help="checkpoint every N steps (default a quarter of --steps)")
     run_group.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (default 2)")
-    run_group.add_argument("--logging-steps", type=int, default=10)
+    run_group.add_argument("--logging-steps", type=int, help="log every N steps (default a twentieth of --steps)")
     run_group.add_argument("--report-to", default=None,
                            help="HF Trainer loggers (default: tensorboard when installed, else none)")
-    run_group.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
+    run_group.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT.checkpoints")
     run_group.add_argument("--fsdp", action="store_true",
                            help="under torchrun/accelerate launch: shard student and teacher with FSDP2, one unit "
                                 "per transformer block (also on CPU with gloo); default is DDP")
     parser.set_defaults(func=run)
 
 
-def _weights(args: argparse.Namespace):
-    from sparseft.train import DistillConfig
-
-    settings = {"temperature": args.temperature}
-    names = {"ce": "w_task", "task": "w_task", "kd": "w_kd", "squarehead": "w_sh", "sh": "w_sh"}
+def _loss(args: argparse.Namespace) -> dict[str, float]:
+    """--loss TERMS and --weight TERM=W -> the loss weights of the settings."""
+    names = {"ce": "task", "task": "task", "kd": "kd", "squarehead": "squarehead", "sh": "squarehead"}
+    terms = [t.strip().lower() for t in args.loss.split("+") if t.strip()]
+    unknown = [t for t in terms if t not in names]
+    if unknown or not terms:
+        raise ConfigError(f"--loss takes terms joined by '+' from ce, kd, squarehead; got {args.loss!r}")
+    weights = {"task": 0.0, "kd": 0.0, "squarehead": 0.0} | {names[t]: 1.0 for t in terms}
     for item in args.weight:
         term, _, value = item.partition("=")
-        if term not in names or not value:
-            raise ConfigError(f"--weight takes TERM=W with TERM in ce, kd, squarehead; got {item!r}")
-        settings[names[term]] = float(value)
-    return DistillConfig.from_terms(args.loss, **settings)
+        try:
+            weights[names[term]] = float(value)
+        except (KeyError, ValueError):
+            raise ConfigError(f"--weight takes TERM=W with TERM in ce, kd, squarehead; got {item!r}") from None
+    return weights | {"temperature": args.temperature}
 
 
-def _masks(args: argparse.Namespace, student):
-    from sparseft.models import find_prunable
-    from sparseft.prune import load_masks, masks_from_zeros
-
-    if args.masks:
-        return load_masks(args.masks)
-    folder_masks = Path(args.student) / "masks.safetensors"
-    if folder_masks.is_file():
-        return load_masks(folder_masks)
-    if args.gmp is not None:
-        return None  # GMP starts from all-ones masks over the prunable layers
-    masks = masks_from_zeros(student, find_prunable(student))
-    if not any((~m).any() for m in masks.values()):
-        log.warning("the student has no zero weights and no masks: this is dense fine-tuning")
-    return masks
-
-
-def _training_args(args: argparse.Namespace, student):
-    from transformers import TrainingArguments
-
-    from sparseft.train.fsdp import fsdp_config_for
-
-    sharding = {"fsdp": True, "fsdp_config": fsdp_config_for(student)} if args.fsdp else {}
-    report_to = args.report_to or ("tensorboard" if importlib.util.find_spec("tensorboard") else "none")
-    return TrainingArguments(
-        output_dir=str(Path(args.out) / "checkpoints"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, warmup_steps=int(args.warmup * args.steps),
-        lr_scheduler_type="cosine", weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-        save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
-        logging_steps=args.logging_steps, report_to=report_to, seed=args.seed, data_seed=args.seed, bf16=args.bf16,
-        disable_tqdm=True, use_cpu=not _has_accelerator(), **sharding,
-    )
-
-
-def _unsharded(trainer, source: str):
-    """The trained student as a plain model: FSDP's shards are gathered on every rank (a collective)."""
-    from sparseft.models import load_model
-    from sparseft.train.fsdp import full_state_dict, model_is_sharded
-
-    trained = trainer.accelerator.unwrap_model(trainer.model)
-    if not model_is_sharded(trained):
-        return trained
-    state = full_state_dict(trained)
-    if not trainer.is_world_process_zero():
+def _gmp(args: argparse.Namespace) -> dict | None:
+    if args.gmp is None:
         return None
-    plain = load_model(source)
-    plain.load_state_dict(state)
-    plain.config.use_cache = trained.config.use_cache
-    return plain
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    return {"init_sparsity": args.gmp_initial, "final_sparsity": args.gmp, "start_step": args.gmp_start,
+            "end_step": args.gmp_end, "frequency": args.gmp_frequency, "scheme": args.gmp_scheme}
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparseft.models import load_model, load_tokenizer
-    from sparseft.models.loading import parse_dtype
-    from sparseft.models.saving import save_model_folder
-    from sparseft.prune import sparsity_report
-    from sparseft.train import CausalLMTexts, GMPSchedule, SparseTrainer, pad_collate, read_texts
+    from sparseft.settings import FinetuneSettings
+    from sparseft.stages import StageIO, run_finetune
 
-    distill = _weights(args)
-    if distill.needs_teacher and not args.teacher:
+    loss = _loss(args)
+    if (loss["kd"] > 0 or loss["squarehead"] > 0) and not args.teacher:
         raise ConfigError(f"--loss {args.loss} needs --teacher (the dense model to distill from)")
-    student = load_model(args.student)
-    if getattr(student.config, "is_encoder_decoder", False):
-        raise ConfigError("`sparseft finetune` trains causal LMs; use sparseft.train.SparseSeq2SeqTrainer for seq2seq")
-    tokenizer = load_tokenizer(args.student)
-    teacher = load_model(args.teacher) if distill.needs_teacher else None
-    masks = _masks(args, student)
-    gmp = None
-    if args.gmp is not None:
-        end = args.gmp_end if args.gmp_end is not None else int(0.75 * args.steps)
-        gmp = GMPSchedule(args.gmp_initial, args.gmp, args.gmp_start, end, args.gmp_frequency, args.gmp_scheme)
-    texts = read_texts(args.data, n=args.num_texts, seed=args.seed)
-    dataset = CausalLMTexts(tokenizer, texts, seqlen=args.seqlen, pack=not args.no_pack)
-    trainer = SparseTrainer(
-        model=student, args=_training_args(args, student), train_dataset=dataset, teacher=teacher, masks=masks, gmp=gmp,
-        distill=distill, teacher_dtype=parse_dtype(args.teacher_dtype) if teacher is not None else None,
-        data_collator=pad_collate(tokenizer.pad_token_id),
-    )
-    result = trainer.train(resume_from_checkpoint=True if args.resume else None)
-    student = _unsharded(trainer, args.student)
-    if not trainer.is_world_process_zero():
-        return 0
-    masks = trainer.masks
-    report = sparsity_report(student, list(masks)) if masks else None
-    record = {
-        "stage": "finetune", "student": str(args.student), "teacher": args.teacher, "data": args.data,
-        "loss": {"w_task": distill.w_task, "w_kd": distill.w_kd, "w_sh": distill.w_sh, "temperature": distill.temperature},
-        "steps": args.steps, "batch_size": args.batch_size, "seqlen": args.seqlen, "lr": args.lr,
-        "train_seconds": result.metrics.get("train_runtime"), "total_sparsity": report.sparsity if report else 0.0,
-        "log_history": trainer.state.log_history,
-    }
-    final = Path(args.out) / "final"
-    save_model_folder(student, final, tokenizer=tokenizer, masks=masks or None, record=record)
-    print(json.dumps({"out": str(final), "total_sparsity": round(record["total_sparsity"], 4),
+    settings = settings_from(
+        FinetuneSettings, teacher=args.teacher, masks=args.masks, data=args.data, nsamples=args.num_texts,
+        seqlen=args.seqlen, pack=not args.no_pack, loss=loss, teacher_dtype=args.teacher_dtype, gmp=_gmp(args),
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
+        warmup=args.warmup, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
+        bf16=args.bf16, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
+        logging_steps=args.logging_steps, report_to=args.report_to, fsdp=args.fsdp,
+    )  # fmt: skip
+    record = run_finetune(settings, StageIO(args.student, Path(args.out), resume=args.resume))
+    print(json.dumps({"out": args.out, "total_sparsity": round(record["total_sparsity"], 4),
                       "train_seconds": record["train_seconds"]}))
     return 0

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from sparseft.commands.prune import add_model_arguments, add_target_arguments
-from sparseft.errors import ConfigError
+from sparseft.commands._common import (
+    add_calibration_arguments,
+    add_model_arguments,
+    add_target_arguments,
+    calibration_from,
+    print_summary,
+    settings_from,
+    stage_io,
+)
 
 EPILOG = """examples:
   sparseft oneshot smollm2-135m --sparsity 0.5 --out runs/smollm2-sgpt50
@@ -14,9 +20,10 @@ EPILOG = """examples:
   sparseft oneshot ./my-model --calib notes.txt more.jsonl --nsamples 64 --seqlen 1024 --out runs/m50
 
 --calib: 'gsm' (generated variants of the packaged GSM math problems; the 100 originals stay held out
-for `sparseft eval`), 'fortunes', or text files (.txt read whole, .jsonl with a "text" field per line).
-The output folder is a normal HF model folder (safetensors) plus masks.safetensors and sparseft.json
-(per-layer sparsity and reconstruction error).
+for `sparseft eval`), 'fortunes' (its calibration split), or files/folders (.txt: texts separated by
+blank lines; .jsonl: a "text" field per line).
+The output folder is a normal HF model folder (safetensors) plus masks.safetensors and stage.json
+(the settings, per-layer sparsity and reconstruction error).
 
 --low-memory auto (default) streams a local safetensors folder (packaged models included): only the
 weights outside the blocks and one block are in memory at a time, and each pruned block is written out
@@ -47,13 +54,7 @@ def register(subparsers) -> None:
                         help="fraction of weights set to zero in each layer, in [0, 1) (default 0.5)")
     parser.add_argument("--nm", metavar="N:M",
                         help="semi-structured: keep N of every M weights along the input (e.g. 2:4); overrides --sparsity")
-    parser.add_argument("--calib", nargs="+", metavar="SOURCE",
-                        help="calibration texts: gsm (default; magnitude uses none unless given), fortunes, "
-                             "or .txt/.jsonl files")
-    parser.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
-    parser.add_argument("--seqlen", type=int, default=512, help="tokens per calibration window (default 512)")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for sampling the calibration windows")
+    add_calibration_arguments(parser, nsamples=128, seqlen=512, batch=8)
     parser.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block size (default 128)")
     parser.add_argument("--percdamp", type=float, default=0.01,
                         help="SparseGPT dampening, as a fraction of the Hessian's mean diagonal (default 0.01)")
@@ -78,41 +79,18 @@ def _error_batches(text: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparseft.data.calibration import calibration_batches, calibration_texts
-    from sparseft.models import load_tokenizer
-    from sparseft.prune.memory import peak_rss_mib
-    from sparseft.prune.streaming import load_for_oneshot, oneshot_to_folder
+    from sparseft.settings import OneShotSettings
+    from sparseft.stages import run_oneshot
 
-    model, stream = load_for_oneshot(args.model, args.dtype, args.low_memory, trust_remote_code=args.trust_remote_code)
-    if model.main_input_name != "input_ids":
-        raise ConfigError(
-            f"`sparseft oneshot` calibrates text models; {args.model} takes {model.main_input_name} "
-            "(speech): call sparseft.prune.streaming.oneshot_to_folder with batches of its inputs instead"
-        )
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    batches = None
-    calib = args.calib or (["gsm"] if args.method != "magnitude" else None)
-    if calib:  # magnitude needs data only to report output errors
-        texts = calibration_texts(calib, seed=args.seed)
-        encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        batches = calibration_batches(tokenizer, texts, args.nsamples, args.seqlen, args.batch_size,
-                                      args.seed, encoder_decoder=encoder_decoder)
-        del texts
-
-    def record(report) -> dict:
-        # Peak memory of loading + pruning (streamed: + writing the blocks), before the final files.
-        return {"stage": "oneshot", "source": str(args.model), "calib": calib, "nsamples": args.nsamples,
-                "seqlen": args.seqlen, "seed": args.seed, "blocksize": args.blocksize, "percdamp": args.percdamp,
-                "low_memory": stream is not None, "error_batches": args.error_batches,
-                "peak_rss_before_save_mib": round(peak_rss_mib(), 1), **report.as_dict()}
-
-    report = oneshot_to_folder(
-        model, args.out, batches, stream=stream, tokenizer=tokenizer, record=record, method=args.method,
-        sparsity=args.sparsity, nm=args.nm, targets=args.target, ignore=args.ignore, blocksize=args.blocksize,
-        percdamp=args.percdamp, progress=not args.no_progress, device=args.device, error_batches=args.error_batches,
-    )
-    print(report.format())
-    print(f"{'streamed block by block' if stream else 'in memory'}; peak memory {peak_rss_mib():.0f} MiB")
+    calib = calibration_from(args, ["gsm"] if args.method != "magnitude" else None)
+    settings = settings_from(
+        OneShotSettings, method=args.method, sparsity=args.sparsity, nm=args.nm, calib=calib,
+        blocksize=args.blocksize, percdamp=args.percdamp, low_memory=args.low_memory, device=args.device,
+        error_batches=args.error_batches, progress=not args.no_progress, targets=args.target, ignore=args.ignore,
+    )  # fmt: skip
+    if args.error_batches is None:  # 'all': None is a value here, not "use the default"
+        settings = settings.model_copy(update={"error_batches": None})
+    record = run_oneshot(settings, stage_io(args, args.out))
     print(f"saved pruned model, masks and report to {args.out}")
-    print(json.dumps({"total_sparsity": round(report.total_sparsity, 4), "seconds": round(report.seconds, 1)}))
+    print_summary(record, ("total_sparsity", "seconds"))
     return 0

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from sparseft.commands._common import (
+    add_model_arguments,
+    add_target_arguments,
+    print_summary,
+    settings_from,
+    stage_io,
+)
 from sparseft.errors import ConfigError
 
 EPILOG = """examples:
@@ -13,8 +19,8 @@ EPILOG = """examples:
   sparseft prune ./my-model --sparsity 0.7 --scheme global --ignore 'down_proj$' --out runs/g70
   sparseft prune ./my-model --sparsity 0.5 --override 'mlp\\.down_proj=0.3' --out runs/mixed
 
-The output folder is a normal HF model folder (safetensors) plus masks.safetensors and sparseft.json
-(per-layer sparsity). For pruning with calibration data (SparseGPT, Wanda) use `sparseft oneshot`."""
+The output folder is a normal HF model folder (safetensors) plus masks.safetensors and stage.json
+(the settings and per-layer sparsity). For pruning with calibration data (SparseGPT, Wanda) use `sparseft oneshot`."""
 
 
 def parse_override(text: str) -> tuple[str, float]:
@@ -26,26 +32,6 @@ def parse_override(text: str) -> tuple[str, float]:
         return pattern, float(value)
     except ValueError:
         raise ConfigError(f"--override must look like 'REGEX=SPARSITY' (e.g. 'down_proj=0.3'), got {text!r}") from None
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by commands that load a model."""
-    parser.add_argument(
-        "model", help="packaged name (smollm2-135m, whisper-tiny.en), HF model folder, .gguf file, or hub id"
-    )
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weight dtype to load in")
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="allow model code from the hub (off unless asked)"
-    )
-
-
-def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """--target/--ignore regexes that choose the prunable layers."""
-    parser.add_argument(
-        "--target", action="append", metavar="REGEX",
-        help="prune layers whose name matches (repeatable); default: every Linear inside transformer blocks",
-    )
-    parser.add_argument("--ignore", action="append", metavar="REGEX", help="skip layers whose name matches (repeatable)")
 
 
 def register(subparsers) -> None:
@@ -69,21 +55,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparseft.models import load_model, load_tokenizer
-    from sparseft.models.saving import save_model_folder
-    from sparseft.prune import magnitude_prune, sparsity_report
+    from sparseft.settings import PruneSettings
+    from sparseft.stages import run_prune
 
     overrides = dict(parse_override(o) for o in args.override)
-    model = load_model(args.model, args.dtype, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code, missing_ok=True)
-    masks = magnitude_prune(
-        model, args.sparsity, scheme=args.scheme, nm=args.nm, overrides=overrides, targets=args.target, ignore=args.ignore
-    )
-    report = sparsity_report(model, masks)
-    print(report.format(max_rows=None if len(report.layers) <= 40 else 40))
-    record = {"stage": "prune", "method": "magnitude", "source": str(args.model), "scheme": args.scheme,
-              "nm": args.nm, "overrides": overrides, **report.as_dict()}
-    save_model_folder(model, args.out, tokenizer=tokenizer, masks=masks, record=record)
+    settings = settings_from(PruneSettings, sparsity=args.sparsity, scheme=args.scheme, nm=args.nm,
+                             overrides=overrides, targets=args.target, ignore=args.ignore)
+    record = run_prune(settings, stage_io(args, args.out))
     print(f"saved pruned model, masks and report to {args.out}")
-    print(json.dumps({"total_sparsity": round(report.sparsity, 4)}))
+    print_summary(record, ("total_sparsity",))
     return 0

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from sparseft.commands.prune import add_model_arguments, add_target_arguments
-from sparseft.errors import ConfigError
+from sparseft.commands._common import (
+    add_calibration_arguments,
+    add_model_arguments,
+    add_target_arguments,
+    calibration_from,
+    print_summary,
+    settings_from,
+    stage_io,
+)
 
 EPILOG = """examples:
   sparseft quantize runs/smollm2-sgpt50 --scheme w8a16 --out runs/smollm2-sgpt50-w8a16
@@ -22,8 +27,8 @@ scale per layer, calibrated on --calib samples. Weights: symmetric int8 per outp
 --weights per_tensor); pruned weights stay exactly zero (masks.safetensors of MODEL is honoured).
 The output folder is an HF model folder holding the dequantized weights (loadable anywhere; W8A8's
 activation quantization is re-attached by sparseft.quant.load_quantized) + quant_scales.safetensors +
-masks.safetensors (if sparse) + sparseft.json. Run it on the int8 kernels with
-`sparseft.runtime.sparsify_model(model, "int8")`."""
+masks.safetensors (if sparse) + stage.json. Run it on the int8 kernels with
+`sparseft compress` (the same int8 values and scales)."""
 
 
 def register(subparsers) -> None:
@@ -44,13 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--method", choices=["rtn", "gptq"], default="rtn",
                         help="weight rounding: rtn (round to nearest, default, no data) or gptq (error "
                              "compensation from --calib inputs; pruned weights stay zero)")
-    parser.add_argument("--calib", nargs="+", metavar="SOURCE", default=["gsm"],
-                        help="calibration texts for static scales, gptq and --sensitivity: gsm (default), fortunes, "
-                             "or .txt/.jsonl files; unused by w8a8/w8a16 without --sensitivity")
-    parser.add_argument("--nsamples", type=int, default=16, help="calibration windows (default 16)")
-    parser.add_argument("--seqlen", type=int, default=256, help="tokens per calibration window (default 256)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for sampling the calibration windows")
+    add_calibration_arguments(parser, nsamples=16, seqlen=256, batch=4)
     parser.add_argument("--sensitivity", action="store_true",
                         help="print the per-layer sensitivity report (relative output error of each layer)")
     parser.add_argument("--keep-sensitive", type=int, default=0, metavar="K",
@@ -60,47 +59,16 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _masks_of(source: str):
-    from sparseft.models.saving import MASKS_FILE
-    from sparseft.prune import load_masks
-
-    path = Path(source) / MASKS_FILE
-    return load_masks(path) if path.is_file() else None
-
-
 def run(args: argparse.Namespace) -> int:
-    from sparseft.data.calibration import calibration_batches, calibration_texts
-    from sparseft.models import load_model, load_tokenizer
-    from sparseft.quant import QuantScheme, layer_sensitivity, quantize_model, save_quantized
+    from sparseft.settings import QuantizeSettings
+    from sparseft.stages import run_quantize
 
-    if args.keep_sensitive < 0:
-        raise ConfigError(f"--keep-sensitive must be >= 0, got {args.keep_sensitive}")
-    scheme = QuantScheme.parse(args.scheme, args.weights)
-    model = load_model(args.model, args.dtype, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code, missing_ok=True)
-    masks = _masks_of(args.model)
-    want_sensitivity = args.sensitivity or args.keep_sensitive > 0
-    batches = None
-    if scheme.activations == "static" or args.method == "gptq" or want_sensitivity:
-        if tokenizer is None or model.main_input_name != "input_ids":
-            raise ConfigError("calibration (static scales, gptq, --sensitivity) needs a text model with a tokenizer")
-        texts = calibration_texts(args.calib, seed=args.seed)
-        batches = calibration_batches(tokenizer, texts, args.nsamples, args.seqlen, args.batch_size, args.seed,
-                                      encoder_decoder=bool(getattr(model.config, "is_encoder_decoder", False)))
-    ignore = list(args.ignore or [])
-    sensitivity = None
-    if want_sensitivity:
-        report = layer_sensitivity(model, batches, args.target, ignore, args.weights, masks)
-        print(report.format(max_rows=20))
-        sensitivity = report.as_dict()["layers"]
-        kept = report.suggest_ignore(threshold=-1.0)[: args.keep_sensitive]
-        if kept:
-            print(f"left in full precision: {', '.join(r.name for r in report.layers[: args.keep_sensitive])}")
-        ignore += kept
-    fq = quantize_model(model, scheme, args.target, ignore or None, masks, batches, args.method)
-    record = {"source": str(args.model), "method": args.method, "calib": args.calib if batches else None, "nsamples": args.nsamples,
-              "seqlen": args.seqlen, "ignore": ignore, "sensitivity": sensitivity}  # fmt: skip
-    save_quantized(model, args.out, fq, tokenizer=tokenizer, masks=masks, record=record)
-    print(f"saved {scheme.name} model ({len(fq.layers)} int8 layers), scales and record to {args.out}")
-    print(json.dumps({"scheme": scheme.name, "quantized_layers": len(fq.layers), "ignored": ignore}))
+    settings = settings_from(
+        QuantizeSettings, scheme=args.scheme, weights=args.weights, method=args.method,
+        calib=calibration_from(args, ["gsm"]), sensitivity=args.sensitivity, keep_sensitive=args.keep_sensitive,
+        targets=args.target, ignore=args.ignore,
+    )  # fmt: skip
+    record = run_quantize(settings, stage_io(args, args.out))
+    print(f"saved {record['scheme']} model ({record['quantized_layers']} int8 layers), scales and record to {args.out}")
+    print_summary(record, ("scheme", "quantized_layers", "ignored"))
     return 0

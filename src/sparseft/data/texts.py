@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import signal
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from sparseft.atomic import atomic_write_text
 from sparseft.errors import SparseftError
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -116,11 +115,7 @@ def gsm_variants(n: int, seed: int = 0, lang: str = "eng", seconds_per_template:
     if path.exists():
         return [GSMProblem(**item) for item in json.loads(path.read_text())]
     problems = _generate(n, seed, lang, seconds_per_template)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump([p.__dict__ for p in problems], f)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps([p.__dict__ for p in problems]))
     return problems
 
 

@@ -16,6 +16,8 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from sparseft.errors import ConfigError
+
 
 def token_stream(tokenizer, texts: Sequence[str]) -> torch.Tensor:
     """All texts as one 1-D token tensor, separated by the EOS token."""
@@ -36,6 +38,8 @@ def perplexity(
     progress: bool = False,
 ) -> float:
     """exp(mean NLL) of `model` on `texts`, in windows of `seqlen` tokens (last partial window kept)."""
+    if seqlen < 2:
+        raise ConfigError(f"seqlen must be >= 2 tokens, got {seqlen}")
     ids = token_stream(tokenizer, texts)
     windows = [ids[i : i + seqlen] for i in range(0, len(ids) - 1, seqlen)]
     windows = [w for w in windows if len(w) > 1]
@@ -53,4 +57,6 @@ def perplexity(
         nll = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
         total_nll += float(nll)
         total_tokens += int((labels != -100).sum())
+    if total_tokens == 0:
+        raise ConfigError("the evaluation texts hold fewer than 2 tokens: nothing to predict")
     return math.exp(total_nll / total_tokens)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparseft.atomic import replace_folder
 from sparseft.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,11 @@ def packaged_model_dir(name: str) -> Path:
         return target
     log.info("converting packaged model %s (once; cached at %s)", name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
     try:
         entry.build(package_dir, tmp)
         if not (target / "config.json").exists():  # another process may have finished first
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
+            replace_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

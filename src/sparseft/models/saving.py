@@ -9,21 +9,19 @@ run leaves either the previous folder or nothing, never half a model.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safetensors.torch import save_file
 
+from sparseft.atomic import atomic_folder, atomic_write_text
+
 if TYPE_CHECKING:
     from sparseft.prune.masks import Masks
 
 MASKS_FILE = "masks.safetensors"
-RECORD_FILE = "sparseft.json"
+# The stage record; distinct from the compressed checkpoint's metadata (`sparseft.json`, runtime/checkpoint.py).
+RECORD_FILE = "stage.json"
 
 
 def save_model_folder(
@@ -57,26 +55,8 @@ def save_model_folder(
 
 
 def write_record(folder: str | Path, record: dict) -> None:
-    """The run's JSON record (`sparseft.json`) in `folder`."""
-    (Path(folder) / RECORD_FILE).write_text(json.dumps(record, indent=2))
+    """The run's JSON record (`stage.json`) in `folder`, written atomically."""
+    atomic_write_text(Path(folder) / RECORD_FILE, json.dumps(record, indent=2, default=str))
 
 
-@contextmanager
-def atomic_folder(out_dir: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """A temporary sibling of `out_dir` to fill; renamed onto `out_dir` on success, removed on error.
-
-    >>> with atomic_folder("runs/m") as tmp:
-    ...     (tmp / "config.json").write_text("{}")
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; pass overwrite=True or choose another --out")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        yield tmp
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+__all__ = ["MASKS_FILE", "RECORD_FILE", "atomic_folder", "save_model_folder", "write_record"]

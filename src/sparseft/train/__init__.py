@@ -3,7 +3,7 @@
 >>> from sparseft.train import SparseTrainer, DistillConfig, GMPSchedule, CausalLMTexts
 """
 
-from sparseft.train.data import CausalLMTexts, pad_collate, read_texts
+from sparseft.train.data import CausalLMTexts, pad_collate
 from sparseft.train.gmp import GMPSchedule, gmp_masks
 from sparseft.train.trainer import (
     MASKS_FILE,
@@ -23,5 +23,4 @@ __all__ = [
     "SparseTrainer",
     "gmp_masks",
     "pad_collate",
-    "read_texts",
 ]

@@ -6,15 +6,13 @@ Two layouts:
 - `pack=False`: one example per text, truncated to `seqlen`; `pad_collate` pads each batch to its longest
   example, with attention_mask 0 and labels -100 on padding (SquareHead and CE skip those positions).
 
->>> train = CausalLMTexts(tokenizer, [p.text for p in gsm_variants(512)], seqlen=256)
+>>> train = CausalLMTexts(tokenizer, load_texts("gsm", "train", n=512), seqlen=256)
 >>> trainer = SparseTrainer(..., train_dataset=train, data_collator=pad_collate(tokenizer.pad_token_id))
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -71,28 +69,3 @@ def pad_collate(pad_token_id: int | None) -> Callable[[list[dict[str, torch.Tens
         return batch
 
     return collate
-
-
-def read_texts(source: str, n: int = 512, seed: int = 0) -> list[str]:
-    """Training texts from `gsm` (generated GSM variants, never the 100 originals), a file or a folder.
-
-    Files: `.jsonl` (one object per line with a "text" field) or plain text (texts separated by blank lines).
-    """
-    if source == "gsm":
-        from sparseft.data import gsm_variants
-
-        return [p.text for p in gsm_variants(n, seed=seed)]
-    path = Path(source)
-    if path.is_dir():  # every .jsonl/.txt file inside, in name order
-        files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".txt"))
-        return [t for f in files for t in read_texts(str(f), n=n)][:n]
-    if not path.is_file():
-        raise ConfigError(f"data must be 'gsm', a .jsonl/.txt file or a folder of them; {source!r} is none")
-    if path.suffix == ".jsonl":
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        try:
-            return [json.loads(ln)["text"] for ln in lines][:n]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ConfigError(f"{path}: every line must be a JSON object with a 'text' field ({err})") from err
-    texts = [t.strip() for t in path.read_text(encoding="utf-8").split("\n\n") if t.strip()]
-    return texts[:n]

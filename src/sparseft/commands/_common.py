@@ -1,0 +1,93 @@
+"""What the command modules share: common arguments, and turning parsed options into stage settings.
+
+A command only parses: `settings_from(OneShotSettings, args, calib=...)` validates the options as the
+stage's settings (the one schema, `sparseft.settings`), naming a bad option by its flag.
+
+    >>> settings = settings_from(PruneSettings, args, sparsity=args.sparsity, nm=args.nm)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from sparseft.errors import ConfigError
+from sparseft.settings import format_errors
+from sparseft.stages import StageIO
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model to read, its dtype and the remote-code switch (off unless asked)."""
+    parser.add_argument(
+        "model", help="packaged name (smollm2-135m, whisper-tiny.en), HF model folder, .gguf file, or hub id"
+    )
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weight dtype to load in")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow model code from the hub (off unless asked)"
+    )
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target/--ignore regexes that choose the layers."""
+    parser.add_argument(
+        "--target", action="append", metavar="REGEX",
+        help="select layers whose name matches (repeatable); default: every Linear inside transformer blocks",
+    )  # fmt: skip
+    parser.add_argument("--ignore", action="append", metavar="REGEX", help="skip layers whose name matches (repeatable)")
+
+
+def add_calibration_arguments(parser: argparse.ArgumentParser, nsamples: int, seqlen: int, batch: int) -> None:
+    from sparseft.data.sources import describe_sources
+
+    parser.add_argument("--calib", nargs="+", metavar="SOURCE",
+                        help=f"calibration texts (their calibration split): {describe_sources()}; or .txt/.jsonl "
+                             "files or folders")  # fmt: skip
+    parser.add_argument("--nsamples", type=int, default=nsamples, help=f"calibration windows (default {nsamples})")
+    parser.add_argument("--seqlen", type=int, default=seqlen, help=f"tokens per calibration window (default {seqlen})")
+    parser.add_argument("--batch-size", type=int, default=batch, help=f"windows per forward pass (default {batch})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling the calibration windows")
+
+
+def calibration_from(args: argparse.Namespace, default_source: list[str] | None) -> dict | None:
+    sources = args.calib or default_source
+    if sources is None:
+        return None
+    return {"source": sources, "nsamples": args.nsamples, "seqlen": args.seqlen, "batch_size": args.batch_size,
+            "seed": args.seed}
+
+
+def settings_from(cls: type[S], args: argparse.Namespace | None = None, **values: Any) -> S:
+    """`cls(**values)` (None values dropped, so the schema's defaults apply), or a ConfigError whose
+    lines name the bad options as flags (`--batch-size`), not as field paths."""
+    values = {k: v for k, v in values.items() if v is not None}
+    try:
+        return cls.model_validate(values)
+    except ValidationError as err:
+        names = {path: "--" + path.replace("_", "-").split(".")[-1] for path in _paths(values)}
+        raise ConfigError("invalid options:\n" + format_errors(err, names, schema=cls)) from None
+
+
+def _paths(values: dict, prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in values.items():
+        paths.append(prefix + key)
+        if isinstance(value, dict):
+            paths += _paths(value, prefix + key + ".")
+    return paths
+
+
+def stage_io(args: argparse.Namespace, output: str | Path | None, **extra: Any) -> StageIO:
+    """Where the command's stage reads (`args.model`) and writes (`output`)."""
+    return StageIO(str(args.model), Path(output) if output is not None else None, dtype=getattr(args, "dtype", "float32"),
+                   trust_remote_code=getattr(args, "trust_remote_code", False), **extra)
+
+
+def print_summary(record: dict, keys: tuple[str, ...]) -> None:
+    """The last line a command prints: one JSON object with the record's main results (for scripts)."""
+    print(json.dumps({k: record.get(k) for k in keys}, default=str))

@@ -1,0 +1,44 @@
+"""The compress stage: a pruned (or quantized) model stored as bitmask + packed values for the runtime.
+
+Layers: those named in the input's masks file, else those with more than `min_sparsity` zeros. A folder
+written by the quantize stage keeps its int8 values, scales and activation modes exactly; the layers it
+left in full precision are stored as fp32 (bf16 with `values: bf16`).
+
+    >>> record = run_compress(CompressSettings(values="int8"), StageIO("runs/sgpt50", Path("runs/sgpt50-int8")))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparseft.errors import ModelError
+from sparseft.models.saving import MASKS_FILE
+from sparseft.settings import CompressSettings
+from sparseft.stages.common import StageIO, folder_bytes, input_masks, load_input, stage_record
+
+
+def run_compress(settings: CompressSettings, io: StageIO) -> dict:
+    """Swap the pruned Linears of `io.input` for SparseLinear and save a compressed checkpoint."""
+    from sparseft.quant.to_runtime import folder_int8_specs
+    from sparseft.runtime import save_compressed, sparsify_model
+
+    out = io.require_output("compress")
+    model, _ = load_input(io, dtype="float32")
+    masks = input_masks(io)
+    is_folder = Path(io.input).is_dir()
+    int8 = folder_int8_specs(io.input) if is_folder else {}
+    fmt = "fp32" if int8 and settings.values == "int8" else settings.values
+    names = sparsify_model(model, fmt, masks=masks, min_sparsity=settings.min_sparsity, int8=int8)
+    if not names:
+        raise ModelError(
+            f"no Linear layer of {io.input} has more than {settings.min_sparsity:.0%} zeros; "
+            "prune it first (sparseft prune) or lower --min-sparsity"
+        )
+    save_compressed(model, out)
+    size = folder_bytes(out)
+    dense = sum(f.stat().st_size for f in Path(io.input).glob("*.safetensors") if f.name != MASKS_FILE) if is_folder else 0
+    return stage_record(
+        "compress", settings, io, layers=len(names), bytes=size, int8_layers=len(int8),
+        w8a8_layers=sum(spec.act != "none" for spec in int8.values()), input_bytes=dense,
+        ratio=dense / size if size and dense else None,
+    )  # fmt: skip

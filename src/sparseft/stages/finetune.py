@@ -1,0 +1,153 @@
+"""The finetune stage: sparse fine-tuning of a (pruned) student with a frozen dense teacher.
+
+Loss = task CE + SquareHead + logit KD (weights from `settings.loss`); masks come from `settings.masks`,
+else the input folder's masks file, else its zero weights, else (with `gmp`) grow on the GMP schedule.
+The model is written to `io.output`; HF checkpoints (with masks) to `OUTPUT.checkpoints/`, from which
+`io.resume` continues. Runs under torchrun/accelerate (DDP, or FSDP2 with `fsdp: true`).
+
+    >>> record = run_finetune(FinetuneSettings(steps=100), StageIO("runs/sgpt50", Path("runs/sgpt50-sh"),
+    ...                                                             source="smollm2-135m"))
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from sparseft.errors import ConfigError
+from sparseft.settings import FinetuneSettings
+from sparseft.stages.common import StageIO, input_masks, load_input, require_tokenizer, stage_record
+
+log = logging.getLogger(__name__)
+
+
+def checkpoints_dir(output: Path) -> Path:
+    """Where the HF checkpoints of a fine-tune writing `output` go: beside it, so the output can be
+    replaced atomically at the end while the checkpoints survive an interrupted run."""
+    return output.with_name(output.name + ".checkpoints")
+
+
+def _teacher_ref(settings: FinetuneSettings, io: StageIO) -> str | None:
+    if not settings.needs_teacher:
+        return None
+    if settings.teacher is None:
+        raise ConfigError("the squarehead and kd loss terms need a teacher (the dense model to distill from)")
+    return io.origin if settings.teacher == "source" else settings.teacher
+
+
+def _masks(settings: FinetuneSettings, io: StageIO, student):
+    from sparseft.models import find_prunable
+    from sparseft.prune import masks_from_zeros
+
+    masks = input_masks(io, settings.masks)
+    if masks is not None or settings.gmp is not None:
+        return masks  # GMP without given masks starts from all-ones masks over the prunable layers
+    masks = masks_from_zeros(student, find_prunable(student))
+    if not any((~m).any() for m in masks.values()):
+        log.warning("the student has no zero weights and no masks: this is dense fine-tuning")
+    return masks
+
+
+def _gmp(settings: FinetuneSettings):
+    from sparseft.train import GMPSchedule
+
+    g = settings.gmp
+    if g is None:
+        return None
+    end = g.end_step if g.end_step is not None else max(1, int(0.75 * settings.steps))
+    return GMPSchedule(g.init_sparsity, g.final_sparsity, g.start_step, end, g.frequency, g.scheme)
+
+
+def training_arguments(settings: FinetuneSettings, checkpoints: Path, student):
+    """The HF TrainingArguments of a fine-tune (the one place they are built)."""
+    import torch
+    from transformers import TrainingArguments
+
+    from sparseft.train.fsdp import fsdp_config_for
+
+    steps = settings.steps
+    sharding = {"fsdp": True, "fsdp_config": fsdp_config_for(student)} if settings.fsdp else {}
+    report_to = settings.report_to or ("tensorboard" if importlib.util.find_spec("tensorboard") else "none")
+    return TrainingArguments(
+        output_dir=str(checkpoints), max_steps=steps, per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum, learning_rate=settings.learning_rate,
+        warmup_steps=int(settings.warmup * steps), lr_scheduler_type="cosine", weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm, save_strategy="steps", save_steps=settings.save_steps or max(1, steps // 4),
+        save_total_limit=settings.save_total_limit, logging_steps=settings.logging_steps or max(1, steps // 20),
+        report_to=report_to, seed=settings.seed, data_seed=settings.seed, bf16=settings.bf16,
+        disable_tqdm=True, use_cpu=not torch.cuda.is_available(), **sharding,
+    )  # fmt: skip
+
+
+def _unsharded(trainer, source: str):
+    """The trained student as a plain model: FSDP's shards are gathered on every rank (a collective)."""
+    from sparseft.models import load_model
+    from sparseft.train.fsdp import full_state_dict, model_is_sharded
+
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    if not model_is_sharded(trained):
+        return trained
+    state = full_state_dict(trained)
+    if not trainer.is_world_process_zero():
+        return None
+    plain = load_model(source)
+    plain.load_state_dict(state)
+    plain.config.use_cache = trained.config.use_cache
+    return plain
+
+
+def _resume_point(checkpoints: Path, resume: bool) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    if resume and last is None:
+        log.info("no checkpoint in %s: starting from the beginning", checkpoints)
+    return last
+
+
+def _train_texts(settings: FinetuneSettings, tokenizer):
+    from sparseft.data.sources import load_texts
+    from sparseft.train import CausalLMTexts
+
+    texts = load_texts(settings.data, "train", n=settings.nsamples, seed=settings.seed)
+    return CausalLMTexts(tokenizer, texts, seqlen=settings.seqlen, pack=settings.pack)
+
+
+def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
+    """Fine-tune `io.input` sparse; write the model, masks and record (loss history) to `io.output`."""
+    from sparseft.models import load_model
+    from sparseft.models.loading import parse_dtype
+    from sparseft.models.saving import save_model_folder
+    from sparseft.prune import sparsity_report
+    from sparseft.train import DistillConfig, SparseTrainer, pad_collate
+
+    out = io.require_output("finetune")
+    teacher_ref = _teacher_ref(settings, io)
+    student, tokenizer = load_input(io)
+    if getattr(student.config, "is_encoder_decoder", False):
+        raise ConfigError("finetune trains causal LMs; use sparseft.train.SparseSeq2SeqTrainer for seq2seq")
+    tokenizer = require_tokenizer(tokenizer, io, "fine-tuning")
+    loss = settings.loss
+    distill = DistillConfig(w_task=loss.task, w_kd=loss.kd, w_sh=loss.squarehead, temperature=loss.temperature)
+    teacher = load_model(teacher_ref, io.dtype) if teacher_ref else None
+    checkpoints = checkpoints_dir(out)
+    trainer = SparseTrainer(
+        model=student, args=training_arguments(settings, checkpoints, student),
+        train_dataset=_train_texts(settings, tokenizer), teacher=teacher, masks=_masks(settings, io, student),
+        gmp=_gmp(settings), distill=distill, teacher_dtype=parse_dtype(settings.teacher_dtype) if teacher else None,
+        data_collator=pad_collate(tokenizer.pad_token_id),
+    )  # fmt: skip
+    resume_from = _resume_point(checkpoints, io.resume)
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    student = _unsharded(trainer, io.input)
+    masks = trainer.masks
+    report = sparsity_report(student, list(masks)) if student is not None and masks else None
+    record = stage_record(
+        "finetune", settings, io, teacher_model=teacher_ref, resumed_from=resume_from,
+        train_seconds=result.metrics.get("train_runtime"), total_sparsity=report.sparsity if report else 0.0,
+        log_history=trainer.state.log_history,
+    )  # fmt: skip
+    if trainer.is_world_process_zero():
+        save_model_folder(student, out, tokenizer=tokenizer, masks=masks or None, record=record)
+    return record

@@ -1,0 +1,59 @@
+"""The oneshot stage: prune block by block from calibration data (SparseGPT, Wanda) or by magnitude.
+
+Local safetensors folders are streamed one block at a time by default (`low_memory: auto`), so the CLI,
+recipes and the Python API all get the low-memory path.
+
+    >>> record = run_oneshot(OneShotSettings(sparsity=0.5), StageIO("smollm2-135m", output=Path("runs/sgpt50")))
+"""
+
+from __future__ import annotations
+
+from sparseft.errors import ConfigError
+from sparseft.settings import Calibration, OneShotSettings
+from sparseft.stages.common import StageIO, input_tokenizer, report_log, require_tokenizer, stage_record
+
+
+def calibration_batches_for(model, tokenizer, calib: Calibration, io: StageIO) -> list[dict]:
+    """Model inputs from the calibration split of `calib.source` (shared by oneshot and quantize)."""
+    from sparseft.data.calibration import calibration_batches
+    from sparseft.data.sources import load_texts
+
+    if model.main_input_name != "input_ids":
+        raise ConfigError(
+            f"calibration from text needs a text model; {io.input} takes {model.main_input_name} (speech): "
+            "call sparseft.prune.streaming.oneshot_to_folder with batches of its inputs instead"
+        )
+    tokenizer = require_tokenizer(tokenizer, io, "calibration")
+    texts = load_texts(calib.source, "calibration", seed=calib.seed)
+    return calibration_batches(tokenizer, texts, calib.nsamples, calib.seqlen, calib.batch_size, calib.seed,
+                               encoder_decoder=bool(getattr(model.config, "is_encoder_decoder", False)))
+
+
+def run_oneshot(settings: OneShotSettings, io: StageIO) -> dict:
+    """Prune `io.input` one-shot; write the model, masks and record (per-layer errors) to `io.output`."""
+    from sparseft.prune.memory import peak_rss_mib
+    from sparseft.prune.streaming import load_for_oneshot, oneshot_to_folder
+
+    out = io.require_output("oneshot")
+    model, stream = load_for_oneshot(io.input, io.dtype, settings.low_memory, trust_remote_code=io.trust_remote_code)
+    tokenizer = input_tokenizer(io)
+    calib = settings.calibration
+    batches = calibration_batches_for(model, tokenizer, calib, io) if calib else None
+
+    records: list[dict] = []
+
+    def record(report) -> dict:
+        # Peak memory of loading + pruning (streamed: + writing the blocks), before the final files.
+        records.append(stage_record("oneshot", settings, io, low_memory=stream is not None,
+                                    peak_rss_before_save_mib=round(peak_rss_mib(), 1), **report.as_dict()))
+        return records[-1]
+
+    report = oneshot_to_folder(
+        model, out, batches, stream=stream, tokenizer=tokenizer, record=record, method=settings.method,
+        sparsity=settings.sparsity, nm=settings.nm, targets=settings.targets, ignore=settings.ignore,
+        blocksize=settings.blocksize, percdamp=settings.percdamp, progress=settings.progress,
+        device=settings.device, error_batches=settings.error_batches,
+    )
+    report_log.info(report.format())
+    report_log.info("%s; peak memory %.0f MiB", "streamed block by block" if stream else "in memory", peak_rss_mib())
+    return records[-1]
