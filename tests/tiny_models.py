@@ -53,3 +53,22 @@ def build_tiny_model(family: str, seed: int = 0):
     torch.manual_seed(seed)
     config = _tiny_configs()[family]
     return model_class_for(config).from_config(config).eval()
+
+
+def tiny_batches(model, n_batches: int = 2, batch: int = 2, seq: int = 12, seed: int = 1) -> list[dict]:
+    """Random model inputs for any tiny model: token ids, plus decoder ids (seq2seq) or log-mel features
+    (Whisper), shaped from the model's own config."""
+    g = torch.Generator().manual_seed(seed)
+    config = model.config
+    batches = []
+    for _ in range(n_batches):
+        ids = torch.randint(3, config.vocab_size, (batch, seq), generator=g)
+        if config.model_type == "whisper":
+            frames = 2 * config.max_source_positions
+            feats = torch.randn(batch, config.num_mel_bins, frames, generator=g)
+            batches.append({"input_features": feats, "decoder_input_ids": ids})
+        elif getattr(config, "is_encoder_decoder", False):
+            batches.append({"input_ids": ids, "decoder_input_ids": ids})
+        else:
+            batches.append({"input_ids": ids})
+    return batches

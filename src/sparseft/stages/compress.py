@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparseft.errors import ModelError
-from sparseft.models.saving import MASKS_FILE
+from sparseft.models.saving import MASKS_FILE, write_record
 from sparseft.settings import CompressSettings
 from sparseft.stages.common import StageIO, folder_bytes, input_masks, load_input, stage_record
 
@@ -37,8 +37,10 @@ def run_compress(settings: CompressSettings, io: StageIO) -> dict:
     save_compressed(model, out)
     size = folder_bytes(out)
     dense = sum(f.stat().st_size for f in Path(io.input).glob("*.safetensors") if f.name != MASKS_FILE) if is_folder else 0
-    return stage_record(
+    record = stage_record(
         "compress", settings, io, layers=len(names), bytes=size, int8_layers=len(int8),
         w8a8_layers=sum(spec.act != "none" for spec in int8.values()), input_bytes=dense,
         ratio=dense / size if size and dense else None,
     )  # fmt: skip
+    write_record(out, record)  # last: the stage counts as finished only once its record is there
+    return record
