@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from sparseft.data import gsm_problems
+from sparseft.data import gsm_problems, load_texts
 from sparseft.data.calibration import calibration_batches
 from sparseft.evaluate.perplexity import perplexity
 from sparseft.models import find_prunable, load_model, load_tokenizer
 from sparseft.prune import load_masks, save_masks, sparsity_report
 from sparseft.prune.driver import oneshot
-from sparseft.train import CausalLMTexts, DistillConfig, SparseTrainer, read_texts
+from sparseft.train import CausalLMTexts, DistillConfig, SparseTrainer
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "finetune_smollm2.json"
@@ -137,7 +137,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tokenizer = load_tokenizer("smollm2-135m")
-    texts = read_texts("gsm", n=args.texts, seed=0)
+    texts = load_texts("gsm", "train", n=args.texts, seed=0)
     heldout = [p.text for p in gsm_problems()]
     train_set = CausalLMTexts(tokenizer, texts, seqlen=args.seqlen, pack=True)
     results = {

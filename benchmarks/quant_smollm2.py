@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sparseft.data import gsm_problems
-from sparseft.data.calibration import calibration_batches, calibration_texts
+from sparseft.data import gsm_problems, load_texts
+from sparseft.data.calibration import calibration_batches
 from sparseft.evaluate.perplexity import perplexity
 from sparseft.models import load_model, load_tokenizer
 from sparseft.prune.driver import oneshot
@@ -116,7 +116,7 @@ def accuracy(args: argparse.Namespace) -> dict:
     tok = load_tokenizer("smollm2-135m")
     base = load_model("smollm2-135m", "float32")
     texts = [p.text for p in gsm_problems()][: args.texts]
-    batches = calibration_batches(tok, calibration_texts("gsm"), nsamples=args.calib_samples, seqlen=args.seqlen,
+    batches = calibration_batches(tok, load_texts("gsm", "calibration"), nsamples=args.calib_samples, seqlen=args.seqlen,
                                   batch_size=4)  # fmt: skip
     sens_batches = batches[: args.sens_batches]
     rows: dict[str, dict] = {}
@@ -235,7 +235,7 @@ def speed(args: argparse.Namespace) -> dict:
 
     tok = load_tokenizer("smollm2-135m")
     base = load_model("smollm2-135m", "float32")
-    batches = calibration_batches(tok, calibration_texts("gsm"), nsamples=args.calib_samples, seqlen=args.seqlen,
+    batches = calibration_batches(tok, load_texts("gsm", "calibration"), nsamples=args.calib_samples, seqlen=args.seqlen,
                                   batch_size=4)  # fmt: skip
     ids = tok(PROMPT, return_tensors="pt").input_ids
     models, twins = speed_models(base, batches, args, ids, args.tokens)
@@ -378,9 +378,9 @@ def divergence(args: argparse.Namespace) -> dict:
 def groups(args: argparse.Namespace) -> dict:
     tok = load_tokenizer("smollm2-135m")
     base = load_model("smollm2-135m", "float32")
-    batches = calibration_batches(tok, calibration_texts("gsm"), nsamples=args.calib_samples, seqlen=args.seqlen,
+    batches = calibration_batches(tok, load_texts("gsm", "calibration"), nsamples=args.calib_samples, seqlen=args.seqlen,
                                   batch_size=4)  # fmt: skip
-    probe = calibration_batches(tok, calibration_texts("gsm"), nsamples=4, seqlen=256, batch_size=4, seed=1)
+    probe = calibration_batches(tok, load_texts("gsm", "calibration"), nsamples=4, seqlen=256, batch_size=4, seed=1)
     out = {}
     for kind in ("dense", "sparse50"):
         src, masks = (
@@ -405,7 +405,7 @@ def head(args: argparse.Namespace) -> dict:
 
     tok = load_tokenizer("smollm2-135m")
     base = load_model("smollm2-135m", "float32")
-    batches = calibration_batches(tok, calibration_texts("gsm"), nsamples=args.calib_samples, seqlen=args.seqlen,
+    batches = calibration_batches(tok, load_texts("gsm", "calibration"), nsamples=args.calib_samples, seqlen=args.seqlen,
                                   batch_size=4)  # fmt: skip
     model, masks = sparse_model(base, batches, 0.5, args.work / "sparsegpt50.pt")
     quantize_model(model, "w8a16", masks=masks)
