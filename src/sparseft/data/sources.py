@@ -79,9 +79,16 @@ def _austen(split: str, n: int | None, seed: int) -> list[str]:
     from sparseft.data.austen import austen_novels, paragraphs
 
     novels = austen_novels()
-    chosen = [name for name in novels if (name in AUSTEN_TEST_NOVELS) == (split == "test")]
-    texts = [p for name in sorted(chosen) for p in paragraphs(novels[name])]
-    if split != "test" and n is not None:  # a spread over all five novels, not the start of the first
+    by_split = {
+        part: [p for name in sorted(novels) if (name in AUSTEN_TEST_NOVELS) == (part == "test")
+               for p in paragraphs(novels[name])]
+        for part in ("train", "test")
+    }  # fmt: skip
+    if split == "test":  # headings ("CHAPTER I", "THE END") recur across novels: keep them on the train side
+        seen = set(by_split["train"])
+        return [p for p in by_split["test"] if p not in seen][:n]
+    texts = by_split["train"]
+    if n is not None:  # a spread over all five novels, not the start of the first
         texts = random.Random(seed).sample(texts, min(n, len(texts)))
     return texts[:n]
 
