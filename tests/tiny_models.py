@@ -72,3 +72,20 @@ def tiny_batches(model, n_batches: int = 2, batch: int = 2, seq: int = 12, seed:
         else:
             batches.append({"input_ids": ids})
     return batches
+
+
+def byte_tokenizer(bos: bool = False):
+    """A byte-level tokenizer (256 byte tokens + <eos>, + <bos> added to every encoding when `bos`),
+    built in memory: real `tokenizers` machinery, no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<eos>"] = len(vocab)
+    vocab["<bos>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", bos_token="<bos>")

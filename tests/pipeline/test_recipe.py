@@ -68,7 +68,7 @@ def test_every_stage_in_one_recipe(tmp_path, smollm2_tokenizer):
             {"finetune": {"steps": 3, "batch_size": 2, "seqlen": 32, "nsamples": 16}},
             {"quantize": {"scheme": "w8a16"}},
             {"compress": {"values": "int8"}},
-            {"eval": {"seqlen": 64}},
+            {"eval": {"seqlen": 64, "max_texts": 5}},
         ],
     })
     records = run_recipe(recipe)
@@ -76,7 +76,9 @@ def test_every_stage_in_one_recipe(tmp_path, smollm2_tokenizer):
     assert records[1]["total_sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert records[3]["layers"] == 2 * 7
     assert records[4]["sparsity"] == pytest.approx(0.5, abs=1e-3)
-    assert 1.0 < records[4]["perplexity"] < float("inf")
+    assert set(records[4]["perplexity"]) == {"gsm", "austen"}  # in-domain and out-of-domain by default
+    assert all(1.0 < p < float("inf") for p in records[4]["perplexity"].values())
+    assert all(n > 100 for n in records[4]["tokens"].values())
     assert (tmp_path / "run" / "02-finetune" / "masks.safetensors").exists()
     # Training turns the KV cache off; the saved model must generate with it again.
     assert json.loads((tmp_path / "run" / "02-finetune" / "config.json").read_text())["use_cache"] is True

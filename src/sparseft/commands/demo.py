@@ -21,8 +21,8 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n")[0],
         epilog=(
             "Outputs: OUT/NN-STAGE/ per stage (resumable: a rerun reuses the stages whose settings did not change), OUT/summary.json, "
-            "OUT/demo.png. Perplexity is on the first --texts of the 100 original GSM problems (question + "
-            "worked answer), never seen in calibration or training."
+            "OUT/demo.png. Perplexity is on the test splits of gsm (original problems of templates never used "
+            "for calibration or training) and austen (Persuasion, a novel never trained on), first --texts of each."
         ),
     )
     parser.add_argument("--model", default="smollm2-135m", help="packaged name or model folder (default smollm2-135m)")
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=20, help="fine-tuning steps (default 20)")
     parser.add_argument("--values", choices=["fp32", "bf16", "int8"], default="bf16",
                         help="value type of the compressed weights (default bf16)")
-    parser.add_argument("--texts", type=int, default=50, help="held-out texts for perplexity (default 50 of 100)")
+    parser.add_argument("--texts", type=int, default=50, help="held-out texts per test split for perplexity (default 50)")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens in the decode benchmark (default 32)")
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--restart", action="store_true", help="redo every stage")
@@ -40,16 +40,19 @@ def register(subparsers) -> None:
 def demo_recipe(args: argparse.Namespace):
     from sparseft.recipe import parse_recipe
 
-    evaluate = {"eval": {"data": "gsm", "max_texts": args.texts}}
+    # In-domain (GSM problems of held-out templates) and out-of-domain (a novel never trained on), side
+    # by side; calibration and fine-tuning mix the task with general English, as a real recipe should.
+    evaluate = {"eval": {"data": ["gsm", "austen"], "max_texts": args.texts}}
+    data = ["gsm", "austen"]
     return parse_recipe({
         "model": args.model,
         "output": args.out,
         "stages": [
             evaluate,
             {"oneshot": {"method": "sparsegpt", "sparsity": args.sparsity,
-                         "calib": {"source": "gsm", "nsamples": 32, "seqlen": 256}}},
+                         "calib": {"source": data, "nsamples": 32, "seqlen": 256}}},
             evaluate,
-            {"finetune": {"steps": args.steps, "batch_size": 4, "seqlen": 128, "nsamples": 256,
+            {"finetune": {"data": data, "steps": args.steps, "batch_size": 4, "seqlen": 128, "nsamples": 256,
                           "learning_rate": 1e-4, "loss": {"task": 1.0, "kd": 0.0, "squarehead": 1.0}}},
             evaluate,
             {"compress": {"values": args.values}},
@@ -60,16 +63,24 @@ def demo_recipe(args: argparse.Namespace):
 
 
 def plot(summary: dict, path: Path) -> None:
+    """Perplexity per stage relative to dense, in-domain beside out-of-domain; decode speed beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    labels, values = zip(*summary["perplexity"].items(), strict=True)
-    left.bar(labels, values, color=["grey", "tab:red", "tab:green", "tab:blue"][: len(values)])
-    left.set_ylabel("held-out perplexity (lower is better)")
-    left.tick_params(axis="x", rotation=20)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    stages = list(summary["perplexity"])
+    sources = list(summary["perplexity"][stages[0]])
+    width = 0.8 / len(sources)
+    for i, source in enumerate(sources):
+        dense = summary["perplexity"][stages[0]][source]
+        ratios = [summary["perplexity"][stage][source] / dense for stage in stages]
+        left.bar([x + i * width for x in range(len(stages))], ratios, width, label=source)
+    left.axhline(1.0, color="grey", lw=0.8)
+    left.set_xticks([x + width * (len(sources) - 1) / 2 for x in range(len(stages))], stages, rotation=15)
+    left.set_ylabel("held-out perplexity / dense (lower is better)")
+    left.legend(title="test split")
     names, speeds = zip(*summary["decode_tokens_per_s"].items(), strict=True)
     right.bar(names, speeds, color=["grey", "tab:blue"])
     right.set_ylabel(f"greedy decode tokens/s ({summary['threads']} threads)")
@@ -88,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
     speeds = {"dense fp32": bench["tokens_per_s"]["baseline"], f"sparse {args.values}": bench["tokens_per_s"]["model"]}
     summary = {
         "model": args.model, "sparsity": args.sparsity, "values": args.values, "threads": bench["threads"],
-        "heldout_texts": evals[0]["texts"],
+        "heldout_texts": evals[0]["texts"], "heldout_tokens": evals[0]["tokens"],
         "perplexity": dict(zip(["dense", "one-shot SparseGPT", "+ SquareHead fine-tune", "compressed"],
-                               [round(r["perplexity"], 3) for r in evals], strict=True)),
+                               [{s: round(p, 3) for s, p in r["perplexity"].items()} for r in evals], strict=True)),
         "weight_sparsity": round(evals[-1]["sparsity"], 4),
         "finetune_steps": args.steps,
         "decode_tokens_per_s": {k: round(v, 2) for k, v in speeds.items()},

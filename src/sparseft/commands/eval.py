@@ -17,9 +17,12 @@ def register(subparsers) -> None:
         "or training) and the sparsity of its prunable layers.",
     )
     add_model_arguments(parser)
-    parser.add_argument("--data", nargs="+", default=["gsm"], metavar="SOURCE",
-                        help=f"test texts: {describe_sources()}; or .txt/.jsonl files or folders (default gsm)")
+    parser.add_argument("--data", nargs="+", metavar="SOURCE",
+                        help=f"test texts, each source reported on its own: {describe_sources()}; or .txt/.jsonl "
+                             "files or folders (default: gsm austen, in-domain and out-of-domain)")
     parser.add_argument("--seqlen", type=int, default=512, help="tokens per evaluation window (default 512)")
+    parser.add_argument("--stride", type=int, help="sliding windows: score STRIDE new tokens per window, with the "
+                                                   "rest of the window as context (default: back-to-back windows)")
     parser.add_argument("--max-texts", type=int, help="evaluate on the first N texts only")
     parser.add_argument("--tokenizer", help="where the tokenizer is, if not in MODEL (e.g. for a compressed checkpoint)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
@@ -32,9 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from sparseft.settings import EvalSettings
     from sparseft.stages import run_eval
 
-    settings = settings_from(EvalSettings, data=args.data, seqlen=args.seqlen, max_texts=args.max_texts,
-                             tokenizer=args.tokenizer, progress=not args.json)
+    settings = settings_from(EvalSettings, data=args.data, seqlen=args.seqlen, stride=args.stride,
+                             max_texts=args.max_texts, tokenizer=args.tokenizer, progress=not args.json)
     record = run_eval(settings, stage_io(args, None))
-    result = {k: record[k] for k in ("model", "perplexity", "sparsity", "texts")} | {"data": args.data}
-    print(json.dumps(result) if args.json else f"perplexity {record['perplexity']:.3f}   sparsity {record['sparsity']:.2%}")
+    if args.json:
+        print(json.dumps({k: record[k] for k in ("model", "perplexity", "tokens", "texts", "sparsity")}))
+    else:
+        scores = "   ".join(f"{s} {p:.3f}" for s, p in record["perplexity"].items())
+        print(f"perplexity: {scores}   sparsity {record['sparsity']:.2%}")
     return 0

@@ -17,7 +17,8 @@ Splits are fixed by construction (template id, novel, content hash): no setting 
 
 Files are the user's to split (name a different file for each split): ``.txt`` holds texts separated
 by blank lines, ``.jsonl`` one JSON object with a "text" field per line; a folder means every .txt and
-.jsonl file inside, in name order. Several sources can be given at once (a list); their texts are joined.
+.jsonl file inside, in name order. Several sources can be given at once (a list); their texts are
+interleaved, so the first `n` of them mix every source.
 
     >>> calib = load_texts("gsm", "calibration", n=600)
     >>> heldout = load_texts("gsm", "test")               # the 100 originals
@@ -31,6 +32,7 @@ import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 from sparseft.errors import ConfigError, SparseftError
@@ -112,9 +114,9 @@ def load_texts(source: str | Sequence[str], split: str, n: int | None = None, se
     items = [source] if isinstance(source, str) else list(source)
     if not items:
         raise ConfigError("no data source given")
-    texts: list[str] = []
-    for item in items:
-        texts += SOURCES[item].texts(split, n, seed) if item in SOURCES else _path_texts(Path(item))
+    per_source = [SOURCES[i].texts(split, n, seed) if i in SOURCES else _path_texts(Path(i)) for i in items]
+    # Several sources mix evenly (round robin), so that `n` texts never come from the first source alone.
+    texts = [t for group in zip_longest(*per_source) for t in group if t is not None]
     if not texts:
         raise ConfigError(f"data source {source!r} holds no text")
     return texts[:n] if n is not None else texts
