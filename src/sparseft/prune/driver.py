@@ -7,6 +7,7 @@ that collect what the solver needs (`stats.py`), solves each layer, and runs the
 the next block sees the activations of the already-solved model (as SparseGPT's and GPTQ's reference
 code do). Encoder-decoder models go encoder first; the decoder's cross-attention inputs then come from
 the solved encoder, because the decoder's inputs are captured by a fresh forward of the whole model.
+A solver that needs no data (magnitude) runs without calibration batches through `datafree.py`.
 Where block weights live is a `BlockResidency` (`residency.py`): in memory, or streamed from disk one
 block at a time (`sparseft.models.lazy`, driven by `sparseft.prune.streaming`) with the same code path.
 
@@ -33,6 +34,7 @@ from sparseft.errors import ConfigError, ModelError
 from sparseft.models.mask_io import Masks
 from sparseft.models.walk import Block, find_blocks, find_prunable, weight_matrix
 from sparseft.prune.capture import BlockCall, StackInputs, capture_stack_inputs, to_device
+from sparseft.prune.datafree import owner_block, solve_without_data
 from sparseft.prune.magnitude import parse_nm, validate_sparsity
 from sparseft.prune.report import LayerReport, OneShotReport
 from sparseft.prune.residency import BlockResidency, InMemory
@@ -108,7 +110,7 @@ def oneshot(
     if not batches:
         if solver.needs.data:
             raise ConfigError(f"{method} needs calibration batches; only magnitude pruning works without data")
-        _solve_without_data(model, solver, settings, find_prunable(model, targets, ignore), report, residency)
+        solve_without_data(model, solver, settings, find_prunable(model, targets, ignore), report, residency)
     else:
         layers = _require_layers(model, find_prunable(model, targets, ignore), targets, ignore)
         run = _Run(solver, settings, _hessian_batches(solver, error_batches), {},
@@ -174,15 +176,11 @@ def _require_layers(model: nn.Module, layers: dict[str, nn.Module], targets, ign
     return layers
 
 
-def _owner_block(name: str, blocks: Sequence[Block]) -> str | None:
-    return next((b.name for b in blocks if name.startswith(b.name + ".")), None)
-
-
 def _layers_by_block(blocks: Sequence[Block], layers: Mapping[str, nn.Module]) -> dict[str, dict[str, nn.Module]]:
     by_block: dict[str, dict[str, nn.Module]] = {b.name: {} for b in blocks}
     outside = []
     for name, module in layers.items():
-        owner = _owner_block(name, blocks)
+        owner = owner_block(name, blocks)
         if owner is None:
             outside.append(name)
         else:
@@ -272,37 +270,4 @@ def _solve_layer(name: str, module: nn.Module, stats: InputStats, run: _Run, rep
         report.scales[name] = solution.scale.to(W.device)
     report.layers.append(LayerReport(name, (W.shape[0], W.shape[1]), float((W == 0).float().mean()), error, rel,
                                      time.perf_counter() - t0, stats.hessian_tokens(name)))
-    return solution.mask.cpu()
-
-
-def _solve_without_data(model, solver: Solver, settings: SolveSettings, layers: dict[str, nn.Module],
-                        report: OneShotReport, residency: BlockResidency) -> None:
-    """A data-free solver (magnitude) on every targeted layer, block by block (a streamed model holds one
-    block at a time); layers outside the blocks (e.g. `--target lm_head`) are always resident."""
-    if not layers:
-        raise ModelError(
-            f"{type(model).__name__} has no prunable layer (nn.Linear or Conv1D inside transformer blocks); "
-            "check --target/--ignore"
-        )
-    blocks = find_blocks(model)
-    owners = {name: _owner_block(name, blocks) for name in layers}
-    for block in blocks:
-        mine = [name for name in layers if owners[name] == block.name]
-        if mine:
-            residency.enter(block, None)
-            masks = {name: _solve_alone(name, layers[name], solver, settings, report) for name in mine}
-            report.masks.update(residency.leave(block, masks))
-    for name in (n for n in layers if owners[n] is None):
-        report.masks[name] = _solve_alone(name, layers[name], solver, settings, report)
-    order = {name: i for i, name in enumerate(layers)}
-    report.layers.sort(key=lambda r: order[r.name])
-
-
-def _solve_alone(name: str, module: nn.Module, solver: Solver, settings: SolveSettings,
-                 report: OneShotReport) -> Tensor:
-    W = weight_matrix(module)
-    solution = solver.solve(LayerProblem(W.detach().to(torch.float32)), settings)
-    W.copy_(solution.W.to(W.device, W.dtype))
-    report.layers.append(LayerReport(name, (W.shape[0], W.shape[1]), float((W == 0).float().mean()),
-                                     float("nan"), float("nan"), 0.0, 0))
     return solution.mask.cpu()
