@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from sparseft.models import find_blocks, find_prunable, weight_matrix
-from sparseft.prune.driver import _InputStats, oneshot
+from sparseft.prune.driver import oneshot
+from sparseft.prune.stats import InputStats
 from sparseft.prune.wanda import wanda_mask
 from tiny_models import build_tiny_model
 
@@ -67,17 +68,17 @@ def test_collector_keeps_h_only_where_asked():
     layer = torch.nn.Linear(6, 3)
     xs = [torch.randn(2, 5, 6) for _ in range(3)]
     for hessian_batches, h_tokens in [(None, 30), (1, 10), (0, 0)]:
-        stats = _InputStats({"l": layer}, hessian_batches, norms=True)
+        stats = InputStats({"l": layer}, hessian_batches, norms=True)
         for x in xs:
             layer(x)
             stats.end_batch()
         X = torch.cat([x.reshape(-1, 6) for x in xs]).double()
-        torch.testing.assert_close(stats.norms("l").double(), X.pow(2).mean(0), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(stats.norms("l").double(), X.pow(2).mean(0))
         assert stats.tokens["l"] == 30 and stats.hessian_tokens("l") == h_tokens
         if h_tokens:
             Xh = X[:h_tokens]
-            # H is accumulated in fp32: compare at fp32 precision, not at float64's defaults
-            torch.testing.assert_close(stats.hessian("l").double(), 2 / h_tokens * Xh.T @ Xh, rtol=1e-5, atol=1e-6)
+            # H is accumulated in float32 (a running mean): compare at float32's tolerance, not float64's.
+            torch.testing.assert_close(stats.hessian("l"), (2 / h_tokens * Xh.T @ Xh).float())
         else:
             assert stats.hessian("l") is None
         stats.remove()

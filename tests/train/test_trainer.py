@@ -196,3 +196,28 @@ def test_gmp_resume_continues_from_the_checkpoint_masks(tmp_path):
     # same data order and weights after resume, so the later GMP update ranks the same weights
     assert all(torch.equal(masks[n], final[n]) for n in final)
     assert all(not (masks[n] & ~at_3[n]).any() for n in at_3)  # grew from the checkpoint's masks
+
+
+def test_gmp_pruned_weights_stay_zero_right_after_every_optimizer_step(tmp_path):
+    """GMP prunes weights that AdamW's momentum still pushes; the optimizer's post-step hook re-zeros them.
+
+    Checked in a callback that runs before the trainer's own `MaskCallback` (user callbacks come first), so
+    the end-of-step re-application of GMP cannot hide a missing post-step hook.
+    """
+    student = build_tiny_model("llama", seed=1)
+    gmp = GMPSchedule(0.3, 0.6, start_step=2, end_step=4, frequency=1)  # two dense steps build momentum
+    checked = []
+
+    class CheckAfterStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            modules = _modules(trainer.model)
+            revived = sum(int((modules[n].weight[~m] != 0).sum()) for n, m in trainer.enforcer.masks.items())
+            pruned = sum(int((~m).sum()) for m in trainer.enforcer.masks.values())
+            checked.append((state.global_step, pruned, revived))
+
+    trainer = SparseTrainer(model=student, args=tiny_args(tmp_path, max_steps=6, weight_decay=0.0),
+                            train_dataset=RandomTokens(), gmp=gmp, callbacks=[CheckAfterStep()])
+    trainer.train()
+    assert [step for step, _, _ in checked] == list(range(1, 7))
+    assert all(pruned > 0 for step, pruned, _ in checked if step > 2)  # masks in force from step 2 on
+    assert all(revived == 0 for _, _, revived in checked), checked

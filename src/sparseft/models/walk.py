@@ -14,9 +14,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+
+from sparseft.models.layers import weight_matrix  # re-exported: callers import it from here
+
+__all__ = ["Block", "PRUNABLE_TYPES", "find_block_stacks", "find_blocks", "find_prunable", "is_prunable",
+           "modules_named", "weight_matrix"]
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D)
 
@@ -118,13 +122,15 @@ def find_prunable(
     return found
 
 
-def weight_matrix(module: nn.Module) -> torch.Tensor:
-    """The layer's weight as an (out_features, in_features) view (Conv1D stores it transposed).
+def modules_named(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
+    """The named submodules of `model`, in the order given; a KeyError lists names it does not have.
 
-    Writing into the returned tensor writes into the layer.
+    >>> modules_named(model, masks)["model.layers.0.mlp.up_proj"]
+    Linear(in_features=64, out_features=128, bias=False)
     """
-    if isinstance(module, Conv1D):
-        return module.weight.t()
-    if isinstance(module, nn.Linear):
-        return module.weight
-    raise TypeError(f"{type(module).__name__} is not a prunable layer (expected nn.Linear or Conv1D)")
+    by_name = dict(model.named_modules())
+    names = list(names)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise KeyError(f"masks name layers the model does not have: {missing[:5]}")
+    return {n: by_name[n] for n in names}

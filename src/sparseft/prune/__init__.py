@@ -1,5 +1,10 @@
 """Pruning: masks, magnitude and N:M pruning (data-free), and one-shot solvers (SparseGPT, Wanda).
 
+Every mask is a bool (out_features, in_features) tensor, for GPT-2's Conv1D too (`sparseft.models.layers`).
+Layout of the package: `solvers.py` (the method registry) over pure solvers (`sparsegpt.py`, `wanda.py`,
+`magnitude.py`); `driver.py` (sequential, block by block) with `capture.py`, `stats.py`, `residency.py`,
+`report.py`; `streaming.py` (disk to disk); `masks.py` (apply, enforce) and `sparsity_report.py`.
+
 >>> from sparseft.prune import magnitude_prune, oneshot, sparsity_report
 >>> masks = magnitude_prune(model, 0.5)                  # uniform 50% per layer
 >>> masks = magnitude_prune(model, 0.5, nm=(2, 4))       # 2:4
@@ -9,7 +14,8 @@
 >>> print(sparsity_report(model, masks).format())
 """
 
-from sparseft.prune.driver import OneShotReport, oneshot
+from sparseft.models.mask_io import Masks, load_masks, save_masks
+from sparseft.prune.driver import OneShotReport, oneshot, solve_sequentially
 from sparseft.prune.magnitude import (
     global_magnitude_masks,
     magnitude_mask,
@@ -18,20 +24,23 @@ from sparseft.prune.magnitude import (
     parse_nm,
     validate_sparsity,
 )
-from sparseft.prune.masks import (
-    MaskEnforcer,
-    apply_masks,
-    load_masks,
-    masks_from_zeros,
-    save_masks,
-    sparsity_report,
-)
+from sparseft.prune.masks import MaskEnforcer, apply_masks, masks_from_zeros
+from sparseft.prune.solvers import SOLVERS, LayerProblem, Needs, Solution, Solver, register_solver
 from sparseft.prune.sparsegpt import sparsegpt_prune
+from sparseft.prune.sparsity_report import sparsity_report
 from sparseft.prune.streaming import load_for_oneshot, oneshot_to_folder
 from sparseft.prune.wanda import wanda_mask
 
 __all__ = [
+    "SOLVERS",
+    "LayerProblem",
     "MaskEnforcer",
+    "Masks",
+    "Needs",
+    "Solution",
+    "Solver",
+    "register_solver",
+    "solve_sequentially",
     "OneShotReport",
     "oneshot",
     "oneshot_to_folder",
@@ -50,3 +59,12 @@ __all__ = [
     "sparsity_report",
     "validate_sparsity",
 ]
+
+
+def __getattr__(name: str):
+    # METHODS follows the solver registry (see sparseft.prune.solvers).
+    if name == "METHODS":
+        from sparseft.prune.solvers import method_names
+
+        return method_names("prune")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

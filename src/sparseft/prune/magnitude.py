@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from sparseft.errors import ConfigError, ModelError
 from sparseft.models.walk import find_prunable, weight_matrix
@@ -93,11 +92,6 @@ def layer_sparsity(name: str, default: float, overrides: dict[str, float] | None
     return default
 
 
-def _to_param_layout(module: nn.Module, mask_out_in: torch.Tensor) -> torch.Tensor:
-    # Masks are stored in the layout of `module.weight`; Conv1D keeps (in, out), even when square.
-    return mask_out_in.t().contiguous() if isinstance(module, Conv1D) else mask_out_in
-
-
 def magnitude_prune(
     model: nn.Module,
     sparsity: float,
@@ -108,7 +102,7 @@ def magnitude_prune(
     targets: str | Sequence[str] | None = None,
     ignore: str | Sequence[str] | None = None,
 ) -> Masks:
-    """Prune the model's targeted layers in place by magnitude; return their masks.
+    """Prune the model's targeted layers in place by magnitude; return their (out, in) masks.
 
     scheme: "uniform" (each layer at its own sparsity; `overrides` maps name regexes to sparsities) or
     "global" (one threshold across layers). `nm` ("2:4") overrides both.
@@ -125,11 +119,8 @@ def magnitude_prune(
         )
     weights = {name: weight_matrix(module) for name, module in layers.items()}
     if scheme == "global" and nm is None:
-        masks_out_in = global_magnitude_masks(weights, sparsity)
+        masks = global_magnitude_masks(weights, sparsity)
     else:
-        masks_out_in = {
-            name: magnitude_mask(w, layer_sparsity(name, sparsity, overrides), nm) for name, w in weights.items()
-        }
-    masks = {name: _to_param_layout(layers[name], mask) for name, mask in masks_out_in.items()}
+        masks = {name: magnitude_mask(w, layer_sparsity(name, sparsity, overrides), nm) for name, w in weights.items()}
     apply_masks(model, masks)
     return masks

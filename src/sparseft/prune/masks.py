@@ -1,7 +1,9 @@
 """Masks: which weights of each targeted layer are kept, applied so that pruned weights stay exactly zero.
 
-A mask is a bool tensor shaped like the layer's `weight` parameter (True = kept). A `dict[str, Tensor]`
-from layer name to mask is the whole pruning state; it is saved beside checkpoints as safetensors.
+A mask is a bool tensor shaped like the layer's (out_features, in_features) weight matrix (True = kept),
+for GPT-2's Conv1D too, whose parameter is stored transposed (`sparseft.models.layers`). A
+`dict[str, Tensor]` from layer name to mask is the whole pruning state; it is saved beside checkpoints
+as safetensors (`save_masks`/`load_masks`, which live in `sparseft.models.mask_io`).
 
 >>> masks = magnitude_prune(model, 0.5)
 >>> enforcer = MaskEnforcer(model, masks)     # masks gradients and re-masks after each optimizer step
@@ -11,42 +13,42 @@ from layer name to mask is the whole pruning state; it is saved beside checkpoin
 
 from __future__ import annotations
 
-import os
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterable
 
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
-from sparseft.errors import CheckpointError
+from sparseft.models.layers import as_out_in, param_layout, weight_matrix
+from sparseft.models.mask_io import Masks, load_masks, save_masks
+from sparseft.models.walk import modules_named
+from sparseft.prune.sparsity_report import LayerSparsity, SparsityReport, sparsity_report
 
-Masks = dict[str, torch.Tensor]
+__all__ = ["LayerSparsity", "MaskEnforcer", "Masks", "SparsityReport", "apply_masks", "load_masks",
+           "masks_from_zeros", "save_masks", "sparsity_report"]
+
+#: Lays a param-layout mask out like a (possibly sharded) weight: `(mask, weight) -> mask`.
+Placement = Callable[[Tensor, Tensor], Tensor]
 
 
-def _modules(model: nn.Module, names) -> dict[str, nn.Module]:
-    by_name = dict(model.named_modules())
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise KeyError(f"masks name layers the model does not have: {missing[:5]}")
-    return {n: by_name[n] for n in names}
+def _zero_pruned(weight: Tensor, param_mask: Tensor) -> None:
+    weight.mul_(param_mask.to(weight.device, weight.dtype))
 
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Masks) -> None:
-    """Zero every weight whose mask entry is False (in place)."""
-    for name, module in _modules(model, masks).items():
-        mask = masks[name]
-        if mask.shape != module.weight.shape:
-            raise ValueError(f"mask of {name} has shape {tuple(mask.shape)}, weight {tuple(module.weight.shape)}")
-        module.weight.mul_(mask.to(module.weight.device, module.weight.dtype))
+    """Zero every weight whose (out, in) mask entry is False (in place)."""
+    for name, module in modules_named(model, masks).items():
+        _zero_pruned(module.weight, param_layout(module, as_out_in(name, module, masks[name])))
 
 
 @torch.no_grad()
-def masks_from_zeros(model: nn.Module, names) -> Masks:
-    """Masks that keep every nonzero weight of the named layers (recovers masks of a pruned checkpoint)."""
-    return {n: m.weight != 0 for n, m in _modules(model, names).items()}
+def masks_from_zeros(model: nn.Module, names: Iterable[str]) -> Masks:
+    """(out, in) masks that keep every nonzero weight of the named layers (masks of a pruned checkpoint)."""
+    return {n: weight_matrix(m) != 0 for n, m in modules_named(model, names).items()}
+
+
+def _on_weight_device(mask: Tensor, weight: Tensor) -> Tensor:
+    return mask.to(weight.device)
 
 
 class MaskEnforcer:
@@ -54,118 +56,62 @@ class MaskEnforcer:
 
     Two mechanisms, both cheap: a gradient hook zeroes the gradient of pruned weights (so optimizer
     moments stay zero there and gradient clipping sees only live weights), and a post-step hook on the
-    optimizer re-applies the masks (so weight decay or any optimizer quirk cannot revive a weight).
-    FSDP2-sharded weights (DTensors) get their gradients by reduce-scatter, outside autograd, so for
-    them the mask is applied by a post-accumulate-grad hook, which FSDP2 runs on each sharded gradient.
+    optimizer re-applies the masks (so momentum from before a weight was pruned, as in GMP, or any
+    optimizer quirk cannot revive it). FSDP2-sharded weights (DTensors) get their gradients by
+    reduce-scatter, outside autograd, so for them the mask is applied by a post-accumulate-grad hook,
+    which FSDP2 runs on each sharded gradient.
+
+    `masks` are (out, in); `self.masks` holds them (on each weight's device) as the pruning state. The
+    hooks work on the parameter's own layout, so each mask is laid out like its weight once, here:
+    a transposed view for Conv1D, then `place` (default: to the weight's device; FSDP passes
+    `sparseft.train.fsdp.shard_like` to shard it like the weight). Change a mask with `update`.
     """
 
-    def __init__(self, model: nn.Module, masks: Masks):
+    def __init__(self, model: nn.Module, masks: Masks, place: Placement | None = None):
         self.model = model
         self.masks = masks
+        self._place = place or _on_weight_device
+        self._modules = modules_named(model, masks)
+        self._param_masks: dict[str, Tensor] = {}
+        self._linked: dict[str, bool] = {}  # True: the param-layout mask is a view of self.masks[name]
         self._handles: list = []
-        for name, module in _modules(model, masks).items():
-            mask = masks[name].to(module.weight.device)
-            masks[name] = mask
-            if type(module.weight.data).__name__ == "DTensor":  # sharded by FSDP2 (see sparseft.train.fsdp)
-                hook = module.weight.register_post_accumulate_grad_hook(lambda p, m=mask: p.grad.mul_(m))
-            else:
-                hook = module.weight.register_hook(lambda g, m=mask: g * m.to(g.dtype))
-            self._handles.append(hook)
-        apply_masks(model, masks)
+        for name, module in self._modules.items():
+            masks[name] = as_out_in(name, module, masks[name]).to(module.weight.device)
+            self._lay_out(name)
+            self._handles.append(self._gradient_hook(module.weight, self._param_masks[name]))
+        self.reapply()
+
+    def _lay_out(self, name: str) -> None:
+        module = self._modules[name]
+        view = param_layout(module, self.masks[name])
+        self._param_masks[name] = self._place(view, module.weight)
+        self._linked[name] = self._param_masks[name] is view
+
+    @staticmethod
+    def _gradient_hook(weight: nn.Parameter, param_mask: Tensor):
+        if type(weight.data).__name__ == "DTensor":  # sharded by FSDP2 (see sparseft.train.fsdp)
+            return weight.register_post_accumulate_grad_hook(lambda p, m=param_mask: p.grad.mul_(m))
+        return weight.register_hook(lambda g, m=param_mask: g * m.to(g.dtype))
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Re-apply masks after every `optimizer.step()`."""
         self._handles.append(optimizer.register_step_post_hook(lambda *_: self.reapply()))
 
+    @torch.no_grad()
+    def update(self, name: str, mask: Tensor) -> None:
+        """Replace the (out, in) mask of layer `name` in place (the hooks hold these very tensors)."""
+        self.masks[name].copy_(mask.to(self.masks[name].device))
+        if not self._linked[name]:
+            module = self._modules[name]
+            self._param_masks[name].copy_(self._place(param_layout(module, self.masks[name]), module.weight))
+
+    @torch.no_grad()
     def reapply(self) -> None:
-        apply_masks(self.model, self.masks)
+        """Zero every pruned weight again (in the parameter's layout, sharded or not)."""
+        for name, module in self._modules.items():
+            _zero_pruned(module.weight, self._param_masks[name])
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-
-
-def save_masks(masks: Masks, path: str | Path) -> None:
-    """Write masks as safetensors (bool tensors), atomically: a temp file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".masks-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().to("cpu", torch.bool).contiguous() for k, v in masks.items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def load_masks(path: str | Path) -> Masks:
-    """Read masks written by `save_masks`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"mask file not found: {path}")
-    try:
-        masks = load_file(str(path))
-    except Exception as err:
-        raise CheckpointError(f"mask file {path} is damaged or not safetensors: {err}") from err
-    return {k: v.to(torch.bool) for k, v in masks.items()}
-
-
-@dataclass
-class LayerSparsity:
-    name: str
-    shape: tuple[int, ...]
-    zeros: int
-    total: int
-
-    @property
-    def sparsity(self) -> float:
-        return self.zeros / self.total if self.total else 0.0
-
-
-@dataclass
-class SparsityReport:
-    """Zeros per layer and in total, measured on the weights themselves (not trusted from masks)."""
-
-    layers: list[LayerSparsity] = field(default_factory=list)
-
-    @property
-    def zeros(self) -> int:
-        return sum(layer.zeros for layer in self.layers)
-
-    @property
-    def total(self) -> int:
-        return sum(layer.total for layer in self.layers)
-
-    @property
-    def sparsity(self) -> float:
-        return self.zeros / self.total if self.total else 0.0
-
-    def as_dict(self) -> dict:
-        return {
-            "total_sparsity": self.sparsity,
-            "layers": {layer.name: layer.sparsity for layer in self.layers},
-        }
-
-    def format(self, max_rows: int | None = None) -> str:
-        """A text table, one row per layer, then the total."""
-        rows = self.layers if max_rows is None else self.layers[:max_rows]
-        width = max([len(r.name) for r in rows] + [5])
-        lines = [f"{'layer':<{width}}  {'shape':>12}  {'sparsity':>8}"]
-        lines += [f"{r.name:<{width}}  {'x'.join(map(str, r.shape)):>12}  {r.sparsity:>8.2%}" for r in rows]
-        if max_rows is not None and len(self.layers) > max_rows:
-            lines.append(f"... {len(self.layers) - max_rows} more layers")
-        lines.append(f"{'total':<{width}}  {self.total:>12,}  {self.sparsity:>8.2%}")
-        return "\n".join(lines)
-
-
-@torch.no_grad()
-def sparsity_report(model: nn.Module, names) -> SparsityReport:
-    """Count exact zeros in the weights of the named layers (a mask dict or list of names)."""
-    layers = []
-    for name, module in _modules(model, list(names)).items():
-        weight = module.weight
-        zeros = int((weight == 0).sum())
-        layers.append(LayerSparsity(name, tuple(weight.shape), zeros, weight.numel()))
-    return SparsityReport(layers)

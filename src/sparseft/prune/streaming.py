@@ -32,6 +32,7 @@ import torch
 from transformers import PreTrainedModel
 
 from sparseft.errors import ConfigError
+from sparseft.models.layers import out_in_shape
 from sparseft.models.lazy import SourceCheckpoint, StreamedWeights, StreamingUnsupported, empty_model
 from sparseft.models.loading import is_compressed_checkpoint, load_model, resolve_source
 from sparseft.models.saving import MASKS_FILE, atomic_folder, save_model_folder, write_record
@@ -109,7 +110,7 @@ def oneshot_to_folder(
                           record=_record(record, report), overwrite=overwrite)
         return report
     layers = find_prunable(model, oneshot_kwargs.get("targets"), oneshot_kwargs.get("ignore"))
-    mask_layout = {name: (torch.bool, tuple(module.weight.shape)) for name, module in layers.items()}
+    mask_layout = {name: (torch.bool, out_in_shape(module)) for name, module in layers.items()}  # (out, in) masks
     with atomic_folder(out_dir, overwrite) as tmp:
         with stream.writing(tmp / "model.safetensors", tmp / MASKS_FILE, mask_layout):
             report = oneshot(model, calib_batches, residency=stream, **oneshot_kwargs)

@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers.pytorch_utils import Conv1D
 
 from sparseft.errors import ConfigError, ModelError
 from sparseft.models.hooks import run_with_hooks
+from sparseft.models.layers import mask_for
 from sparseft.models.walk import find_prunable, weight_matrix
 from sparseft.quant.activations import AbsMaxObserver, fake_quantize_per_token, fake_quantize_static
 from sparseft.quant.weights import GRANULARITIES, quantize_weight
@@ -132,13 +132,6 @@ def _input_hook(lq: LayerQuant):
     return hook
 
 
-def out_in_mask(module: nn.Module, mask: Tensor | None) -> Tensor | None:
-    """A mask in `module.weight`'s layout as (out, in) (GPT-2's Conv1D stores its weight transposed)."""
-    if mask is None:
-        return None
-    return mask.t() if isinstance(module, Conv1D) else mask
-
-
 @torch.no_grad()
 def calibrate_input_scales(
     model: nn.Module, layers: Mapping[str, nn.Module], batches: Iterable[Mapping[str, Any]]
@@ -153,48 +146,28 @@ def calibrate_input_scales(
     return {name: obs.scale() for name, obs in observers.items()}
 
 
-@torch.no_grad()
-def collect_hessians(
-    model: nn.Module, layers: Mapping[str, nn.Module], batches: Iterable[Mapping[str, Any]]
-) -> dict[str, Tensor]:
-    """H = 2/n sum x x^T of each layer's inputs over `model(**batch)` forwards (full-precision model)."""
-    from sparseft.prune.sparsegpt import accumulate_hessian
-
-    H = {n: torch.zeros(_in_size(m), _in_size(m), dtype=torch.float32, device=m.weight.device) for n, m in layers.items()}
-    count = dict.fromkeys(layers, 0)
-
-    def hook(name: str):
-        def fn(module: nn.Module, args: tuple) -> None:
-            count[name] = accumulate_hessian(H[name], count[name], args[0].detach().float())
-
-        return fn
-
-    run_with_hooks(model, {m: hook(n) for n, m in layers.items()}, batches, pre=True)
-    return H
-
-
-def _in_size(module: nn.Module) -> int:
-    return weight_matrix(module).shape[1]
-
-
-def _quantize_weights(
-    layers: Mapping[str, nn.Module], granularity: str, masks, method: str, hessians: Mapping[str, Tensor]
-) -> dict[str, Tensor]:
-    """Replace each layer's weight by its int8 grid values in place; return the scales."""
-    from sparseft.quant.gptq import gptq_quantize
-
+def _round_weights(layers: Mapping[str, nn.Module], granularity: str, masks) -> dict[str, Tensor]:
+    """Replace each layer's weight by its round-to-nearest int8 grid values in place; return the scales."""
     scales = {}
     for name, module in layers.items():
         W = weight_matrix(module)
-        mask = out_in_mask(module, None if masks is None else masks.get(name))
-        if method == "gptq":
-            res = gptq_quantize(W, hessians[name], mask=mask)
-            W_new, scales[name] = res.weight, res.scale
-        else:
-            wq = quantize_weight(W, granularity, mask)
-            W_new, scales[name] = wq.dequantize(), wq.scale.float()
-        W.copy_(W_new.to(W.dtype))  # writes through Conv1D's transposed view too
+        wq = quantize_weight(W, granularity, mask_for(masks, name, module))
+        W.copy_(wq.dequantize().to(W.dtype))  # writes through Conv1D's transposed view too
+        scales[name] = wq.scale.float()
     return scales
+
+
+def _gptq_weights(model: nn.Module, layers: Mapping[str, nn.Module], masks, batches) -> dict[str, Tensor]:
+    """GPTQ on every layer through the sequential driver (the one SparseGPT uses), in place; the scales.
+
+    Block by block: each block's Hessians come from the outputs of the blocks already quantized, as in
+    GPTQ's reference code, so a layer compensates the error of the layers before it too.
+    """
+    from sparseft.prune.driver import solve_sequentially  # sparseft.prune imports this package's solver
+
+    fixed = {name: mask_for(masks, name, module) for name, module in layers.items()}
+    report = solve_sequentially(model, batches, "gptq", layers, masks={n: m for n, m in fixed.items() if m is not None})
+    return report.scales
 
 
 @torch.no_grad()
@@ -209,12 +182,13 @@ def quantize_model(
 ) -> FakeQuantizer:
     """Fake-quantize the selected layers of `model` in place; returns the scales and attached hooks.
 
-    `masks` (layer name -> keep-mask in `weight`'s layout, as `sparseft.prune` writes them) force pruned
+    `masks` (layer name -> (out, in) keep-mask, as `sparseft.prune` returns and saves them) force pruned
     weights to zero; without masks, zeros stay zero anyway. Static activation scales need `calib_batches`
     and are measured before any weight changes (each layer sees full-precision inputs).
     `method`: "rtn" (round to nearest) or "gptq" (error compensation from the Hessian of each layer's
-    inputs on `calib_batches`, per output channel; inputs come from the full-precision model, not
-    sequentially from already-quantized layers).
+    inputs on `calib_batches`, per output channel), run block by block by the sequential driver of
+    `sparseft.prune` (its "gptq" solver): each block's inputs come from the already-quantized blocks
+    before it, as in GPTQ's reference code. GPTQ layers must lie inside the transformer blocks.
     """
     scheme = QuantScheme.parse(scheme) if isinstance(scheme, str) else scheme
     layers = find_prunable(model, targets, ignore)
@@ -229,9 +203,10 @@ def quantize_model(
         raise ConfigError("static activation scales and gptq need calibration batches (calib_batches)")
     batches = list(calib_batches) if needs_data else []
     input_scales = calibrate_input_scales(model, layers, batches) if scheme.activations == "static" else {}
-    hessians = collect_hessians(model, layers, batches) if method == "gptq" else {}
-    scales = _quantize_weights(layers, scheme.weights, masks, method, hessians)
-    hessians.clear()
+    if method == "gptq":
+        scales = _gptq_weights(model, layers, masks, batches)
+    else:
+        scales = _round_weights(layers, scheme.weights, masks)
     fq = FakeQuantizer(scheme)
     for name in layers:
         fq.layers[name] = LayerQuant(scales[name], scheme.activations, input_scales.get(name))

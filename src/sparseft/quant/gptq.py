@@ -7,6 +7,10 @@ the same way, so the result is sparse with the very same mask: the joint sparse+
 SparseGPT paper with the mask already chosen. Names follow the reference code: `W` (out, in),
 `H` (in, in) = 2/n sum x x^T, `Hinv` the upper Cholesky factor of H^-1, `Err` a block's scaled errors.
 
+On a model it runs as the "gptq" solver of the sequential driver (`sparseft.prune.solvers`), the very
+driver SparseGPT uses: `quantize_model(..., method="gptq")` collects each layer's H block by block, on
+the outputs of the blocks already quantized, as GPTQ's reference code does.
+
 After GPTQ a row's largest |q| may end below 127, so its scale is not max|W[r]| / 127: the runtime
 must be given the scales (`sparseft.quant.compress_quantized`, the compress stage and `sparseft compress`
 on a quantized folder do so) to get back exactly these `q`.

@@ -40,9 +40,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sparseft.models.hooks import run_with_hooks
+from sparseft.models.layers import mask_for
 from sparseft.models.walk import find_prunable, weight_matrix
 from sparseft.quant.activations import fake_quantize_per_token
-from sparseft.quant.fakequant import QuantScheme, out_in_mask, quantize_model
+from sparseft.quant.fakequant import QuantScheme, quantize_model
 from sparseft.quant.weights import fake_quantize_weight
 
 
@@ -129,7 +130,7 @@ def layer_sensitivity(
     """Relative output errors of int8 weight-only and W8A8 quantization, layer by layer (see module doc)."""
     layers = find_prunable(model, targets, ignore)
     meters = {
-        name: _ErrorMeter(m, granularity, out_in_mask(m, None if masks is None else masks.get(name)))
+        name: _ErrorMeter(m, granularity, mask_for(masks, name, m))
         for name, m in layers.items()
     }
     run_with_hooks(model, {layers[name]: meter for name, meter in meters.items()}, batches)

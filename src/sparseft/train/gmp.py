@@ -18,12 +18,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from sparseft.errors import ConfigError
+from sparseft.models.mask_io import Masks
 from sparseft.models.walk import weight_matrix
 from sparseft.prune.magnitude import global_magnitude_masks, magnitude_mask, validate_sparsity
-from sparseft.prune.masks import Masks
 from sparseft.train.fsdp import gather_full
 
 SCHEMES = ("uniform", "global")
@@ -76,14 +75,11 @@ class GMPSchedule:
 
 @torch.no_grad()
 def gmp_masks(layers: dict[str, nn.Module], sparsity: float, scheme: str = "uniform") -> Masks:
-    """Magnitude masks at `sparsity` for `layers` (name -> Linear/Conv1D), in each weight's own layout."""
+    """(out, in) magnitude masks at `sparsity` for `layers` (name -> Linear/Conv1D)."""
     if scheme not in SCHEMES:
         raise ConfigError(f"GMP scheme must be one of {SCHEMES}, got {scheme!r}")
     # Ranking needs whole matrices: gather the weights FSDP has sharded (a no-op otherwise).
     weights = {name: gather_full(weight_matrix(module)) for name, module in layers.items()}
     if scheme == "global":
-        out_in = global_magnitude_masks(weights, sparsity)
-    else:
-        out_in = {name: magnitude_mask(w, sparsity) for name, w in weights.items()}
-    # Conv1D stores (in, out); masks must match `module.weight` itself.
-    return {n: m.t().contiguous() if isinstance(layers[n], Conv1D) else m for n, m in out_in.items()}
+        return global_magnitude_masks(weights, sparsity)
+    return {name: magnitude_mask(w, sparsity) for name, w in weights.items()}

@@ -39,9 +39,11 @@ from sparseft.distill.capture import HiddenStateCapture, layer_masks
 from sparseft.distill.kd import kd_loss
 from sparseft.distill.squarehead import EPS, squarehead_loss
 from sparseft.errors import CheckpointError, ConfigError, SparseftError
+from sparseft.models.layers import out_in_shape
+from sparseft.models.mask_io import Masks, load_masks, save_masks
 from sparseft.models.walk import find_prunable
-from sparseft.prune.masks import MaskEnforcer, Masks, load_masks, save_masks
-from sparseft.train.fsdp import enable_fsdp_on_cpu, model_is_sharded, shard_like, shard_masks, shard_teacher
+from sparseft.prune.masks import MaskEnforcer
+from sparseft.train.fsdp import enable_fsdp_on_cpu, model_is_sharded, shard_like, shard_teacher
 from sparseft.train.gmp import GMPSchedule, gmp_masks
 
 log = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ class DistillConfig:
 
 
 def _all_true(layers: dict[str, nn.Module]) -> Masks:
-    return {name: torch.ones_like(m.weight, dtype=torch.bool) for name, m in layers.items()}
+    return {name: torch.ones(out_in_shape(m), dtype=torch.bool, device=m.weight.device) for name, m in layers.items()}
 
 
 def _mask_sparsity(masks: Masks) -> float:
@@ -144,10 +146,10 @@ class SparseTrainerMixin:
         self.gmp = gmp
         if masks is None:
             masks = _all_true(find_prunable(self.model)) if gmp is not None else {}
-        # `masks` (full tensors) are the pruning state that is saved; the enforcer holds them laid out like
-        # the parameters, which FSDP replaces with sharded ones when training starts.
+        # `masks` ((out, in), full tensors) are the pruning state that is saved; the enforcer lays them out
+        # like the parameters, which FSDP replaces with sharded ones when training starts.
         self.enforcer = MaskEnforcer(self.model, masks)
-        self.masks = dict(self.enforcer.masks)
+        self.masks = self.enforcer.masks
         self._enforcer_sharded = False
         self._gmp_layers = {n: m for n, m in self.model.named_modules() if n in masks}
         self._gmp_applied: float | None = None
@@ -201,7 +203,7 @@ class SparseTrainerMixin:
             return
         self._enforcer_sharded = True
         self.enforcer.remove()
-        self.enforcer = MaskEnforcer(self.model, shard_masks(self.model, self.masks))
+        self.enforcer = MaskEnforcer(self.model, self.masks, place=shard_like)
 
     @torch.no_grad()
     def _reapply_masks(self) -> None:
@@ -209,11 +211,7 @@ class SparseTrainerMixin:
         self.enforcer.reapply()
 
     def _set_mask(self, name: str, mask: Tensor) -> None:
-        # In place: the gradient hooks hold these very tensors.
-        self.masks[name].copy_(mask.to(self.masks[name].device))
-        applied = self.enforcer.masks[name]
-        if applied is not self.masks[name]:
-            applied.copy_(shard_like(self.masks[name], applied))
+        self.enforcer.update(name, mask)  # in place: the gradient hooks hold these very tensors
 
     @torch.no_grad()
     def update_masks(self, step: int) -> None:

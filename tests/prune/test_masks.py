@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sparseft.errors import CheckpointError
+from sparseft.models import weight_matrix
 from sparseft.prune import (
     MaskEnforcer,
     load_masks,
@@ -39,9 +40,9 @@ def test_masked_weights_stay_zero_after_20_adamw_steps(family):
         optimizer.step()
     modules = dict(model.named_modules())
     for name, mask in masks.items():
-        weight = modules[name].weight
+        weight = weight_matrix(modules[name])  # masks are (out, in), also for GPT-2's Conv1D
         assert torch.all(weight[~mask] == 0), name
-        assert not torch.equal(weight, before[name]), f"{name} did not train"
+        assert not torch.equal(modules[name].weight, before[name]), f"{name} did not train"
     assert sparsity_report(model, masks).sparsity == pytest.approx(0.5, abs=1e-3)
 
 
@@ -83,3 +84,32 @@ def test_report_format_lists_layers_and_total():
     text = sparsity_report(model, masks).format()
     assert "model.layers.0.mlp.down_proj" in text and "50.00%" in text
     assert text.splitlines()[-1].startswith("total")
+
+
+def _adamw_steps(model, optimizer, steps):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        _loss("llama", model).backward()
+        optimizer.step()
+
+
+def _revived(model, masks) -> int:
+    modules = dict(model.named_modules())
+    return sum(int((weight_matrix(modules[n])[~m] != 0).sum()) for n, m in masks.items())
+
+
+def test_post_step_reapply_stops_momentum_from_reviving_pruned_weights():
+    """The gradient hook alone cannot hold zeros once AdamW has momentum from before pruning (GMP's case)."""
+    runs = {}
+    for attach in (True, False):
+        model = build_tiny_model("llama").train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+        _adamw_steps(model, optimizer, 3)  # dense: exp_avg is nonzero everywhere
+        masks = magnitude_prune(model, 0.5)
+        enforcer = MaskEnforcer(model, masks)  # gradient hooks: new gradients of pruned weights are 0
+        if attach:
+            enforcer.attach(optimizer)
+        _adamw_steps(model, optimizer, 2)
+        runs[attach] = _revived(model, masks)
+    assert runs[True] == 0
+    assert runs[False] > 0  # the premise: without the post-step re-application the momentum revives them
