@@ -42,6 +42,14 @@ def _as_list(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
+def _check_method(value: str) -> str:
+    from sparseft.prune.solvers import method_names
+
+    if value not in method_names("prune"):
+        raise ValueError(f"unknown method {value!r}; registered pruning solvers: {', '.join(method_names('prune'))}")
+    return value
+
+
 def _check_nm(value: str | None) -> str | None:
     from sparseft.prune.magnitude import parse_nm
 
@@ -99,7 +107,9 @@ class OneShotSettings(LayerSelection):
     `calib` defaults to gsm 128 x 512 for the data methods; magnitude uses data only if given (errors).
     """
 
-    method: Literal["sparsegpt", "wanda", "magnitude"] = "sparsegpt"
+    method: Annotated[str, AfterValidator(_check_method)] = Field(
+        "sparsegpt", description="a registered pruning solver: sparsegpt, wanda, magnitude, ..."
+    )
     sparsity: Sparsity = 0.5
     nm: NM = None
     calib: Calibration | None = None

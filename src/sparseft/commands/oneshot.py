@@ -48,8 +48,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser)
-    parser.add_argument("--method", choices=["sparsegpt", "wanda", "magnitude"], default="sparsegpt",
-                        help="layer solver (default sparsegpt)")
+    parser.add_argument("--method", default="sparsegpt", metavar="{sparsegpt,wanda,magnitude}",
+                        help="layer solver (default sparsegpt; any solver registered in sparseft.prune.solvers)")
     parser.add_argument("--sparsity", type=float, default=0.5,
                         help="fraction of weights set to zero in each layer, in [0, 1) (default 0.5)")
     parser.add_argument("--nm", metavar="N:M",

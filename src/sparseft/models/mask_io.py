@@ -11,13 +11,12 @@ fakequant) still accepts them for non-square layers, with a warning.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from sparseft.atomic import atomic_file
 from sparseft.errors import CheckpointError
 
 #: Layer name -> bool keep-mask (True = kept) of its (out, in) weight.
@@ -26,16 +25,8 @@ Masks = dict[str, torch.Tensor]
 
 def save_masks(masks: Masks, path: str | Path) -> None:
     """Write masks as safetensors (bool tensors), atomically: a temp file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".masks-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().to("cpu", torch.bool).contiguous() for k, v in masks.items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as tmp:
+        save_file({k: v.detach().to("cpu", torch.bool).contiguous() for k, v in masks.items()}, str(tmp))
 
 
 def load_masks(path: str | Path) -> Masks:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from safetensors.torch import save_file
 
 from sparseft.atomic import atomic_folder, atomic_write_text
-
-if TYPE_CHECKING:
-    from sparseft.prune.masks import Masks
+from sparseft.models.mask_io import Masks, save_masks
 
 MASKS_FILE = "masks.safetensors"
 # The stage record; distinct from the compressed checkpoint's metadata (`sparseft.json`, runtime/checkpoint.py).
@@ -44,8 +41,6 @@ def save_model_folder(
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if masks is not None:
-            from sparseft.prune.masks import save_masks  # here: sparseft.prune imports this module
-
             save_masks(masks, tmp / MASKS_FILE)
         for file_name, tensors in (extra_tensors or {}).items():
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / file_name))

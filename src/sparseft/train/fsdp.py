@@ -6,7 +6,7 @@ accelerator state to FSDP when the training arguments ask for it, so the HF Trai
 as it would on GPUs. The rest keeps masks and the teacher consistent with sharded parameters:
 
 - parameters become DTensors sharded along dim 0, so masks are distributed the same way
-  (`shard_masks`) and the mask arithmetic stays local to each rank;
+  (`shard_like`, applied by the trainer's MaskEnforcer) and the mask arithmetic stays local to each rank;
 - the frozen teacher is sharded block by block (`shard_teacher`): each block gathers its weights for
   its forward and frees them after, so no rank ever holds the whole teacher;
 - `gather_full` turns a (possibly sharded) tensor into the full one on every rank (a collective).
@@ -24,7 +24,6 @@ import torch
 from torch import Tensor, nn
 
 from sparseft.models.walk import find_blocks
-from sparseft.prune.masks import Masks
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +58,6 @@ def shard_like(full: Tensor, param: Tensor) -> Tensor:
 
     return distribute_tensor(full.to(param.device_mesh.device_type), param.device_mesh, param.placements,
                              src_data_rank=None)
-
-
-def shard_masks(model: nn.Module, masks: Masks) -> Masks:
-    """Masks laid out like each masked layer's (possibly sharded) `weight`."""
-    modules = dict(model.named_modules())
-    return {name: shard_like(mask, modules[name].weight) for name, mask in masks.items()}
 
 
 def model_is_sharded(model: nn.Module) -> bool:
