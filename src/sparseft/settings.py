@@ -236,6 +236,8 @@ class EvalSettings(Strict):
     stride: int | None = Field(None, gt=0, description="sliding windows: score `stride` new tokens per window")
     max_texts: int | None = Field(None, gt=0, description="evaluate on the first N texts of each source (faster)")
     tokenizer: str | None = Field(None, description="where the tokenizer is, if not with the model")
+    gsm_accuracy: bool = Field(False, description="also greedy-decode the held-out GSM problems (exact match)")
+    max_new_tokens: int = Field(200, gt=0, description="tokens generated per GSM problem")
     progress: bool = False
 
 

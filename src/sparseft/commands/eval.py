@@ -25,6 +25,9 @@ def register(subparsers) -> None:
                                                    "rest of the window as context (default: back-to-back windows)")
     parser.add_argument("--max-texts", type=int, help="evaluate on the first N texts only")
     parser.add_argument("--tokenizer", help="where the tokenizer is, if not in MODEL (e.g. for a compressed checkpoint)")
+    parser.add_argument("--gsm-accuracy", action="store_true",
+                        help="also greedy-decode the held-out GSM problems and report exact match (slow)")
+    parser.add_argument("--max-new-tokens", type=int, help="tokens generated per GSM problem (default 200)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     parser.set_defaults(func=run)
 
@@ -36,10 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from sparseft.stages import run_eval
 
     settings = settings_from(EvalSettings, data=args.data, seqlen=args.seqlen, stride=args.stride,
-                             max_texts=args.max_texts, tokenizer=args.tokenizer, progress=not args.json)
+                             max_texts=args.max_texts, tokenizer=args.tokenizer, progress=not args.json,
+                             gsm_accuracy=args.gsm_accuracy, max_new_tokens=args.max_new_tokens)
     record = run_eval(settings, stage_io(args, None))
     if args.json:
-        print(json.dumps({k: record[k] for k in ("model", "perplexity", "tokens", "texts", "sparsity")}))
+        keys = ("model", "perplexity", "tokens", "texts", "sparsity", "gsm_exact_match")
+        print(json.dumps({k: record[k] for k in keys if k in record}))
     else:
         scores = "   ".join(f"{s} {p:.3f}" for s, p in record["perplexity"].items())
         print(f"perplexity: {scores}   sparsity {record['sparsity']:.2%}")

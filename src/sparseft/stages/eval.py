@@ -10,6 +10,7 @@ The default sources are in-domain (gsm: problems of templates never trained on) 
 
 from __future__ import annotations
 
+from sparseft.errors import ConfigError
 from sparseft.settings import EvalSettings
 from sparseft.stages.common import StageIO, load_input, report_log, require_tokenizer, stage_record
 
@@ -25,7 +26,7 @@ def run_eval(settings: EvalSettings, io: StageIO) -> dict:
     model, tokenizer = load_input(io)
     if settings.tokenizer:
         tokenizer = load_tokenizer(settings.tokenizer, trust_remote_code=io.trust_remote_code)
-    tokenizer = require_tokenizer(tokenizer, io, "perplexity")
+    tokenizer = require_usable_tokenizer(model, require_tokenizer(tokenizer, io, "perplexity"), io)
     results = {}
     for source in settings.data:
         texts = load_texts(source, "test", n=settings.max_texts)
@@ -39,6 +40,27 @@ def run_eval(settings: EvalSettings, io: StageIO) -> dict:
         perplexity={s: r["perplexity"] for s, r in results.items()}, tokens={s: r["tokens"] for s, r in results.items()},
         texts={s: r["texts"] for s, r in results.items()},
     )  # fmt: skip
+    if settings.gsm_accuracy:
+        record["gsm_exact_match"] = _gsm_accuracy(model, tokenizer, settings)
     if io.output is not None:
         write_record(io.output, record)
     return record
+
+
+def require_usable_tokenizer(model, tokenizer, io: StageIO):
+    """The tokenizer, unless it has ids the model has no embedding for (a tokenizer of another model)."""
+    rows = model.get_input_embeddings().num_embeddings if model.get_input_embeddings() is not None else None
+    if rows is not None and len(tokenizer) > rows:
+        raise ConfigError(f"the tokenizer found for {io.input} has {len(tokenizer)} tokens but the model embeds only "
+                          f"{rows}: it belongs to another model; pass the right one with --tokenizer")
+    return tokenizer
+
+
+def _gsm_accuracy(model, tokenizer, settings: EvalSettings) -> dict:
+    from sparseft.data.texts import gsm_problems, gsm_template_split
+    from sparseft.evaluate.gsm import gsm_exact_match
+
+    problems = [p for p in gsm_problems() if gsm_template_split(p.id_orig) == "test"][: settings.max_texts]
+    result = gsm_exact_match(model, tokenizer, problems, settings.max_new_tokens, settings.progress)
+    report_log.info("gsm exact match: %d / %d (%.1f%%)", result.correct, result.total, 100 * result.accuracy)
+    return {"accuracy": result.accuracy, "correct": result.correct, "total": result.total}

@@ -1,0 +1,39 @@
+"""The eval stage refuses to guess: no tokenizer, or one of another model, is a clear error."""
+
+import pytest
+
+from sparseft.cli import main
+from sparseft.errors import ConfigError
+from sparseft.settings import EvalSettings
+from sparseft.stages import StageIO, run_eval
+from tiny_models import build_tiny_model, byte_tokenizer
+
+
+def test_eval_without_a_tokenizer_fails_clearly(tmp_path, capsys):
+    build_tiny_model("llama").save_pretrained(tmp_path / "m")
+    with pytest.raises(ConfigError, match="needs a tokenizer"):
+        run_eval(EvalSettings(data=["fortunes"], max_texts=2), StageIO(str(tmp_path / "m")))
+    assert main(["eval", str(tmp_path / "m"), "--data", "fortunes"]) == 1
+    err = capsys.readouterr().err
+    assert "needs a tokenizer" in err and "Traceback" not in err
+
+
+def test_eval_with_another_models_tokenizer_fails_clearly(tmp_path):
+    build_tiny_model("llama").save_pretrained(tmp_path / "m")  # 128 embeddings
+    byte_tokenizer().save_pretrained(tmp_path / "m")  # 258 tokens
+    with pytest.raises(ConfigError, match="belongs to another model"):
+        run_eval(EvalSettings(data=["fortunes"], max_texts=2), StageIO(str(tmp_path / "m")))
+
+
+def test_eval_reports_each_source_with_its_tokens(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path / "m")
+    byte_tokenizer().save_pretrained(tmp_path / "m")
+    (tmp_path / "a.txt").write_text("one text here\n\nand another one")
+    record = run_eval(EvalSettings(data=["fortunes", str(tmp_path / "a.txt")], max_texts=3, seqlen=32),
+                      StageIO(str(tmp_path / "m"), tmp_path / "out"))
+    assert set(record["perplexity"]) == {"fortunes", str(tmp_path / "a.txt")}
+    assert record["texts"][str(tmp_path / "a.txt")] == 2 and record["tokens"][str(tmp_path / "a.txt")] > 20
+    assert (tmp_path / "out" / "stage.json").is_file()
