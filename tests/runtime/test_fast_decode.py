@@ -9,7 +9,7 @@ import torch
 from runtime_helpers import masked, tiny_llama
 from torch import nn
 
-from sparseft.runtime import SparseLinear, compress, sparsify_model
+from sparseft.runtime import FORMATS, SparseLinear, compress, sparsify_model
 from sparseft.runtime.fast_decode import greedy_decode, prepare_for_decode
 from sparseft.runtime.fusion import FusedSibling, concat_rows, fuse_projections
 from tiny_models import build_tiny_model
@@ -47,7 +47,7 @@ def reference_generate(model: nn.Module, tokens: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("index", ["bitmask", "delta"])
-@pytest.mark.parametrize("fmt", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_concat_rows_is_the_rows_of_each(fmt: str, index: str) -> None:
     cws = [compress(masked((m, 100), 0.8, seed=m), fmt, index=index) for m in (7, 1, 20)]
     cat = concat_rows(cws)
