@@ -45,8 +45,8 @@ def main() -> None:
         for fmt, act in (("fp32", "none"), ("bf16", "none"), ("int8", "none"), ("int8", "dynamic-int8")):
             layer = SparseLinear.from_dense(lin, fmt, act=act)
             with torch.no_grad():
-                eager = best_us(lambda layer=layer: layer(x), args.calls)
-                op = best_us(lambda layer=layer: torch.ops.sparseft.linear(x, layer.op_id, d), args.calls)
+                eager = best_us(lambda layer=layer, x=x: layer(x), args.calls)
+                op = best_us(lambda lay=layer, x=x, d=d: torch.ops.sparseft.linear(x, lay.op_id, d), args.calls)
             print(f"{d}x{d} {fmt}/{act}: eager {eager:.2f} us, op {op:.2f} us")
 
 
