@@ -19,7 +19,7 @@ prompt), static shapes. Candidates, all in the same run, interleaved in shuffled
 - sparseft w8a8: the same int8 weights, activations quantized per token, on the W8A8 kernel (blocks and
   lm_head), compared with DeepSparse's int8 (which quantizes activations too, with static scales);
 - with ``--compile``, also "sparseft fp32 / int8 compiled": the forward compiled by inductor (one
-  graph, fixed shapes; the sparse layers through the lean op of runtime/fast_decode.py), which removes
+  graph, fixed shapes; the sparse layers through the lean sparseft::linear op of runtime/ops.py), which removes
   most of eager PyTorch's per-op cost outside the Linears (the baseline stays eager);
 - deepsparse fp32 / int8: the same pruned model exported to ONNX (opset 14) and compiled by
   ``deepsparse.compile_model(batch_size=1, num_cores=threads)`` in its own venv, driven through
@@ -58,7 +58,7 @@ from transformers.pytorch_utils import Conv1D
 from sparseft.prune.magnitude import magnitude_prune
 from sparseft.runtime import SparseLinear, set_num_threads, sparsify_model
 from sparseft.runtime.convert import Int8Spec
-from sparseft.runtime.fast_decode import INDUCTOR_OPTIONS, use_decode_linear
+from sparseft.runtime.fast_decode import INDUCTOR_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -149,9 +149,8 @@ class DeepSparse:
 
 def compiled_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """ids -> logits of a copy of ``model`` compiled by inductor (one graph, fixed shapes), its
-    SparseLinear layers called through the lean decode op (runtime/fast_decode.py)."""
+    SparseLinear layers called through the lean ``sparseft::linear`` op (runtime/ops.py)."""
     model = copy.deepcopy(model)
-    use_decode_linear(model)
     opts = {"fullgraph": True, "dynamic": False, "options": dict(INDUCTOR_OPTIONS)}
     compiled = torch.compile(Logits(model).eval(), **opts)
     return lambda ids: compiled(ids)  # a plain function: torch_runner wraps modules in Logits

@@ -276,13 +276,12 @@ def kernel_point(w: torch.Tensor, ws: torch.Tensor, batch: int, seconds: float, 
     """ms of y = x W^T for one weight (dense `w`, 70% sparse `ws`) and batch, every candidate interleaved."""
     import torch.nn.functional as F
 
-    from sparseft.runtime import compress
-    from sparseft.runtime.kernels import matmul_raw, row_sums, w8a8_matmul_raw
+    from sparseft.runtime import compress, linear, pack_weight
     from sparseft.runtime.timing import best_times
 
     m, k = w.shape
     cw = compress(ws, "int8")
-    parts = (cw.mask, cw.values, cw.rowptr, cw.scales, row_sums(cw), None)
+    weight_only, w8a8 = pack_weight(cw), pack_weight(cw, act="dynamic-int8")  # packed once, as layers do
     lin = nn.Linear(k, m, bias=False)
     lin.weight.data.copy_(w)
     q8 = torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8)
@@ -290,8 +289,8 @@ def kernel_point(w: torch.Tensor, ws: torch.Tensor, batch: int, seconds: float, 
     fns = {
         "torch_fp32": lambda: F.linear(x, w),
         "torch_int8": lambda: q8(x),
-        "sparse_int8_weight_only": lambda: matmul_raw(x, "int8", cw.shape, *parts),
-        "sparse_w8a8": lambda: w8a8_matmul_raw(x, cw.shape, *parts),
+        "sparse_int8_weight_only": lambda: linear(x, weight_only),
+        "sparse_w8a8": lambda: linear(x, w8a8),
     }
     t = best_times(fns, seconds=seconds, rounds=9, clock=clock)
     return {"ms": {n: 1e3 * v for n, v in t.items()},

@@ -1,49 +1,29 @@
 """The runtime's int8 SparseLinear computes what the fake-quant (weight-only int8) layer computes.
 
 The kernels quantize x per call to 16 bits inside the layer, so outputs agree to ~1e-4 relative, not
-bit for bit. Skipped, with the reason, when the runtime or its int8 format is not there.
+bit for bit.
 """
 
 import pytest
 import torch
 from torch import nn
 
+from sparseft import runtime
 from sparseft.prune import magnitude_prune
 from sparseft.quant import fake_quantize_weight, quantize_model
+from sparseft.runtime.kernels import ISAS, best_isa, forced_isa
 from tiny_models import build_tiny_model
 
-
-def _runtime():
-    try:
-        from sparseft import runtime
-        from sparseft.runtime import kernels
-    except ImportError as err:  # e.g. the C extension is not built
-        pytest.skip(f"sparseft.runtime cannot be imported: {err}")
-    if "int8" not in runtime.FORMATS:
-        pytest.skip("the runtime has no int8 weight format yet")
-    try:  # a C extension built from older sources than its Python wrapper fails on any call
-        runtime.SparseLinear.from_dense(nn.Linear(64, 8), "int8")(torch.ones(1, 64))
-    except TypeError as err:
-        pytest.skip(f"the runtime's C extension does not match its Python wrapper (rebuild it): {err}")
-    return runtime, kernels
-
-
-def _isas():
-    try:
-        from sparseft.runtime.kernels import ISAS, best_isa
-    except ImportError:
-        return ["portable"]
-    return [isa for isa in ISAS if ISAS.index(isa) <= ISAS.index(best_isa())]
+AVAILABLE_ISAS = [isa for isa in ISAS if ISAS.index(isa) <= ISAS.index(best_isa())]
 
 
 def _rel(a, b):
     return float((a - b).detach().norm() / b.detach().norm())
 
 
-@pytest.mark.parametrize("isa", _isas())
+@pytest.mark.parametrize("isa", AVAILABLE_ISAS)
 @pytest.mark.parametrize("tokens", [1, 5])
 def test_sparse_int8_linear_matches_fake_quant_layer(isa, tokens):
-    runtime, kernels = _runtime()
     torch.manual_seed(0)
     lin = nn.Linear(200, 48)
     with torch.no_grad():
@@ -52,14 +32,13 @@ def test_sparse_int8_linear_matches_fake_quant_layer(isa, tokens):
     x = torch.randn(tokens, 200)
     fake = nn.functional.linear(x, fake_quantize_weight(lin.weight.detach()), lin.bias)
     exact = lin(x).detach()
-    with kernels.forced_isa(isa), torch.no_grad():
+    with forced_isa(isa), torch.no_grad():
         out = runtime.SparseLinear.from_dense(lin, "int8")(x)
     assert _rel(out, fake) < 1e-3
     assert _rel(out, fake) < _rel(exact, fake) / 5  # it is the int8 weight, not the float one
 
 
 def test_tiny_llama_on_int8_kernels_matches_fake_quant_model():
-    runtime, _ = _runtime()
     model = build_tiny_model("llama")
     masks = magnitude_prune(model, 0.5)
     float_model = build_tiny_model("llama")

@@ -96,3 +96,42 @@ def test_delta_index_round_trip(tmp_path: Path) -> None:
     loaded = load_compressed(save_compressed(model, tmp_path / "d"))
     assert {m.index for m in loaded.modules() if isinstance(m, SparseLinear)} == {"delta"}
     torch.testing.assert_close(loaded(ids).logits, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_fp16_round_trip(tmp_path: Path) -> None:
+    model = tiny_llama(0.7)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    sparsify_model(model, "fp16")
+    before = model(ids).logits
+    loaded = load_compressed(save_compressed(model, tmp_path / "h"))
+    layers = [m for m in loaded.modules() if isinstance(m, SparseLinear)]
+    assert len(layers) == 14 and {m.values.dtype for m in layers} == {torch.float16}
+    assert torch.equal(loaded(ids).logits, before)
+
+
+def test_unknown_value_format_is_reported(saved, tmp_path: Path) -> None:
+    bad = _copy(saved[0], tmp_path / "bad")
+    meta = json.loads((bad / "sparseft.json").read_text())
+    meta["layers"]["model.layers.0.mlp.up_proj"]["fmt"] = "int4"
+    (bad / "sparseft.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="up_proj: unknown weight format 'int4'"):
+        load_compressed(bad)
+
+
+def test_inconsistent_row_pointers_are_reported(saved, tmp_path: Path) -> None:
+    """A file whose sizes fit but whose rowptr points past the values (the kernels would read out of
+    bounds) is refused, even with a matching checksum."""
+    from safetensors.torch import load_file, save_file
+
+    from sparseft.runtime.checkpoint import _sha256
+
+    bad = _copy(saved[0], tmp_path / "bad")
+    weights = bad / "model.safetensors"
+    state = load_file(str(weights))
+    state["model.layers.0.mlp.up_proj.rowptr"][-1] += 1000
+    save_file(state, str(weights), metadata={"format": "pt"})
+    meta = json.loads((bad / "sparseft.json").read_text())
+    meta["files"]["model.safetensors"] = {"bytes": weights.stat().st_size, "sha256": _sha256(weights)}
+    (bad / "sparseft.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="inconsistent"):
+        load_compressed(bad)

@@ -9,8 +9,8 @@ import torch
 from runtime_helpers import masked, tiny_llama
 from torch import nn
 
-from sparseft.runtime import SparseLinear, compress, sparsify_model
-from sparseft.runtime.fast_decode import _REGISTRY, DecodeLinear, greedy_decode, prepare_for_decode
+from sparseft.runtime import FORMATS, SparseLinear, compress, sparsify_model
+from sparseft.runtime.fast_decode import greedy_decode, prepare_for_decode
 from sparseft.runtime.fusion import FusedSibling, concat_rows, fuse_projections
 from tiny_models import build_tiny_model
 
@@ -47,7 +47,7 @@ def reference_generate(model: nn.Module, tokens: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("index", ["bitmask", "delta"])
-@pytest.mark.parametrize("fmt", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_concat_rows_is_the_rows_of_each(fmt: str, index: str) -> None:
     cws = [compress(masked((m, 100), 0.8, seed=m), fmt, index=index) for m in (7, 1, 20)]
     cat = concat_rows(cws)
@@ -102,13 +102,13 @@ def test_prepared_model_decodes_the_same_tokens_in_one_traced_graph() -> None:
     ref = reference_generate(model, 12)
     info = prepare_for_decode(model, backend="sparseft_test_count", max_cache_len=32)
     assert info["attention"] and len(info["fused"]) == 4
-    assert all(type(m) is not SparseLinear for m in model.modules())  # every layer is a DecodeLinear
     GRAPHS.clear()
     assert torch.equal(greedy_decode(model, PROMPT, 12), ref)
     assert torch.equal(greedy_decode(model, PROMPT, 8), ref[:, :13])  # same cache size: no new graph
     assert len(GRAPHS) == 1
     ops = [str(n.target) for n in GRAPHS[0].graph.nodes if n.op == "call_function"]
-    assert sum("decode_linear" in op for op in ops) == 4 * model.config.num_hidden_layers
+    # every sparse layer (fused q/k/v, o, fused gate/up, down) is one lean sparseft::linear call
+    assert sum(op.startswith("sparseft.linear") for op in ops) == 4 * model.config.num_hidden_layers
     assert torch.equal(reference_generate(model, 12), ref)  # generate: static cache + compiled step
 
 
@@ -121,34 +121,50 @@ def test_greedy_decode_stops_at_eos() -> None:
     assert torch.equal(out, ref[:, : first + 1])
 
 
-def test_decode_linear_matches_sparse_linear() -> None:
+def test_linear_op_matches_eager_layer() -> None:
     lin = nn.Linear(96, 40)
     with torch.no_grad():
         lin.weight.copy_(masked((40, 96), 0.7))
     layer = SparseLinear.from_dense(lin, "bf16")
-    fast = DecodeLinear.of(layer)
-    assert fast.values.data_ptr() == layer.values.data_ptr()
     x = torch.randn(2, 96)
-    op = torch.ops.sparseft.decode_linear(x, fast.values, fast.handle, 40)
+    ref = x.double() @ layer.compressed().decompress().double().T + lin.bias.double()
+    op = torch.ops.sparseft.linear(x, layer.op_id, 40)
     torch.testing.assert_close(op, layer(x))
-    torch.testing.assert_close(fast(x), layer(x))
+    assert (op.double() - ref).abs().max() < 1e-4 * ref.abs().max()
     x3 = torch.randn(2, 5, 96).transpose(0, 1)  # not contiguous, 3 dims
-    torch.testing.assert_close(torch.ops.sparseft.decode_linear(x3, fast.values, fast.handle, 40), layer(x3))
+    torch.testing.assert_close(torch.ops.sparseft.linear(x3, layer.op_id, 40), layer(x3))
 
 
-def test_decode_linear_follows_replaced_weights() -> None:
-    """The op's packed kernel arguments are refreshed when the layer's buffers were replaced."""
+def test_linear_op_follows_replaced_weights() -> None:
+    """The layer's packed kernel arguments are rebuilt when its buffers were replaced."""
     lins = [nn.Linear(64, 24) for _ in range(2)]
     with torch.no_grad():
         for seed, lin in enumerate(lins):
             lin.weight.copy_(masked((24, 64), 0.5, seed=seed))
-    fast = DecodeLinear.of(SparseLinear.from_dense(lins[0], "int8"))
+    layer = SparseLinear.from_dense(lins[0], "int8")
     other = SparseLinear.from_dense(lins[1], "int8")
-    for name in ("mask", "values", "rowptr", "scales", "rowsum", "bias"):  # new tensors, new addresses
-        setattr(fast, name, getattr(other, name).clone())
-    assert _REGISTRY[fast.handle][1][5] != fast.values.data_ptr()  # the packed arguments are stale
     x = torch.randn(3, 64)
-    torch.testing.assert_close(torch.ops.sparseft.decode_linear(x, fast.values, fast.handle, 24), other(x))
+    first = layer(x)  # packs the handle of the first weights
+    for name in ("mask", "values", "rowptr", "scales", "rowsum", "bias"):  # new tensors, new addresses
+        setattr(layer, name, getattr(other, name).clone())
+    torch.testing.assert_close(torch.ops.sparseft.linear(x, layer.op_id, 24), other(x))
+    torch.testing.assert_close(layer(x), other(x))
+    assert (first - other(x)).abs().max() > 1e-3  # the weights really differ
+
+
+def test_copied_layer_is_its_own_op_layer() -> None:
+    """A deep copy gets its own op_id, so the compiled op of the copy computes with the copy's weights."""
+    import copy
+
+    layer = SparseLinear.from_dense(nn.Linear(32, 8), "fp32")
+    clone = copy.deepcopy(layer)
+    assert clone.op_id != layer.op_id
+    with torch.no_grad():
+        clone.values.mul_(2.0)  # in place: same addresses, so the packed handle stays valid
+    x = torch.randn(1, 32)
+    torch.testing.assert_close(
+        torch.ops.sparseft.linear(x, clone.op_id, 8) - clone.bias, 2 * (layer(x) - layer.bias)
+    )
 
 
 @pytest.mark.slow
@@ -170,15 +186,14 @@ def test_cli_bench_model_with_fused_projections(tmp_path: Path, capsys: pytest.C
 
 
 @pytest.mark.parametrize("act,input_scale", [("dynamic-int8", None), ("static-int8", 0.05)])
-def test_decode_linear_runs_w8a8_layers(act: str, input_scale: float | None) -> None:
-    """W8A8 layers go through the same lean op, with their activation mode and static scale."""
+def test_linear_op_runs_w8a8_layers(act: str, input_scale: float | None) -> None:
+    """W8A8 layers go through the same op: the activation mode is data of the layer's handle."""
     lin = nn.Linear(128, 48)
     with torch.no_grad():
         lin.weight.copy_(masked((48, 128), 0.7))
     layer = SparseLinear.from_dense(lin, "int8", act=act, input_scale=input_scale)
-    fast = DecodeLinear.of(layer)
     x = torch.randn(1, 3, 128)
-    y = torch.ops.sparseft.decode_linear(x, fast.values, fast.handle, 48)
+    y = torch.ops.sparseft.linear(x, layer.op_id, 48)
     torch.testing.assert_close(y, layer(x), rtol=0, atol=1e-6)
     fp = SparseLinear.from_dense(lin, "int8")  # the same weights with fp32 activations differ
     assert (y - fp(x)).abs().max() > 1e-4

@@ -11,6 +11,7 @@ from runtime_helpers import masked
 
 from sparseft.errors import ConfigError
 from sparseft.runtime.format import compress
+from sparseft.runtime.formats import FORMATS
 
 
 def test_fp32_round_trip_is_exact() -> None:
@@ -21,6 +22,19 @@ def test_fp32_round_trip_is_exact() -> None:
 def test_bf16_round_trip_equals_bf16_rounding() -> None:
     w = masked((20, 65), 0.5)
     assert torch.equal(compress(w, "bf16").decompress(), w.bfloat16().float())
+
+
+def test_fp16_round_trip_equals_fp16_rounding() -> None:
+    w = masked((20, 65), 0.5) * 100
+    w[0, 0] = 1e-6  # an fp16 subnormal
+    cw = compress(w, "fp16")
+    assert cw.values.dtype == torch.float16 and cw.values.numel() * 2 == cw.nnz * 2 + 64
+    assert torch.equal(cw.decompress(), w.half().float())
+
+
+def test_fp16_refuses_weights_it_cannot_hold() -> None:
+    with pytest.raises(ConfigError, match="65504"):
+        compress(torch.tensor([[70000.0, 0.0]]), "fp16")
 
 
 def test_int8_round_trip_within_half_a_step_per_row() -> None:
@@ -59,7 +73,7 @@ def test_bad_format_is_a_clear_error() -> None:
     m=st.integers(1, 9),
     k=st.integers(1, 200),
     sparsity=st.sampled_from([0.0, 0.5, 0.9, 1.0]),
-    fmt=st.sampled_from(["fp32", "bf16", "int8"]),
+    fmt=st.sampled_from(FORMATS),
     index=st.sampled_from(["bitmask", "delta"]),
     seed=st.integers(0, 2**16),
 )
@@ -75,6 +89,8 @@ def test_round_trip_property(m: int, k: int, sparsity: float, fmt: str, index: s
         assert torch.equal(d, w)
     elif fmt == "bf16":
         assert torch.equal(d, w.bfloat16().float())
+    elif fmt == "fp16":
+        assert torch.equal(d, w.half().float())
     else:
         assert (d - w).abs().max() <= w.abs().max() / 254 + 1e-6
 

@@ -13,7 +13,7 @@ from sparseft.models import find_prunable
 
 def weight_sparsity(model: nn.Module) -> float:
     """Zeros / weights over the prunable dense layers plus every SparseLinear of `model`."""
-    from sparseft.runtime.linear import SparseLinear
+    from sparseft.runtime import SparseLinear
 
     zeros = total = 0
     for module in find_prunable(model).values():

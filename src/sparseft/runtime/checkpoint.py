@@ -24,7 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sparseft.errors import CheckpointError
+from sparseft.errors import CheckpointError, ConfigError
+from sparseft.runtime.formats import get_format
+from sparseft.runtime.kernels import ACT_MODES
 from sparseft.runtime.linear import SparseLinear
 
 META_FILE = "sparseft.json"
@@ -151,6 +153,17 @@ def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Ten
             )
 
 
+def _record_format(name: str, rec: dict[str, Any]) -> str:
+    """The layer record's value format, checked against the registry (and its activation mode)."""
+    try:
+        fmt = get_format(rec["fmt"])
+    except ConfigError as err:
+        raise CheckpointError(f"layer {name}: {err} (written by a newer sparseft?)") from err
+    if rec.get("act", "none") not in ACT_MODES:
+        raise CheckpointError(f"layer {name}: unknown activation mode {rec.get('act')!r}")
+    return fmt.name
+
+
 def load_compressed(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Load a folder written by ``save_compressed`` into an HF causal LM with SparseLinear layers.
 
@@ -163,8 +176,8 @@ def load_compressed(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     for name, rec in meta["layers"].items():
         shell = SparseLinear.empty(
-            rec["shape"][0], rec["shape"][1], rec["nnz"], rec["fmt"], rec["bias"], rec.get("index", "bitmask"),
-            rec.get("act", "none"),
+            rec["shape"][0], rec["shape"][1], rec["nnz"], _record_format(name, rec), rec["bias"],
+            rec.get("index", "bitmask"), rec.get("act", "none"),
         )  # fmt: skip
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, shell)
@@ -177,7 +190,10 @@ def load_compressed(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.
             raise CheckpointError(f"alias {alias} points to {target}, which is not in the checkpoint")
         state[alias] = state[target]
     _check_tensors(state, model.state_dict())
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)  # SparseLinear validates its tensors (rowptr, sizes)
+    except ConfigError as err:
+        raise CheckpointError(f"{folder}: a sparse layer's tensors are inconsistent: {err}") from err
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     return model.eval()

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sparseft.errors import ConfigError
+from sparseft.runtime.formats import get_format
 from sparseft.runtime.linear import SparseLinear, dense_weight
 
 
@@ -27,11 +29,12 @@ from sparseft.runtime.linear import SparseLinear, dense_weight
 class Int8Spec:
     """One quantized layer for the runtime: its int8 weight scales ((out,) / (out, 1) per channel, or one
     per tensor; kept exactly), activation mode ("none" = weight-only, "dynamic-int8", "static-int8")
-    and the static input scale."""
+    and the static input scale. ``fmt``: the value format, one with per-row scales (int8)."""
 
     scales: torch.Tensor
     act: str = "none"
     input_scale: float | None = None
+    fmt: str = "int8"
 
 
 def _is_linear(module: nn.Module) -> bool:
@@ -104,8 +107,10 @@ def sparsify_model(
         mask = None if masks is None else masks.get(name)
         spec = int8.get(name)
         if spec is not None:
+            if not get_format(spec.fmt).has_scales:
+                raise ConfigError(f"{name}: quantized layers need a format with scales, not {spec.fmt}")
             new = SparseLinear.from_dense(
-                module, "int8", mask, index, act=spec.act, scales=spec.scales, input_scale=spec.input_scale
+                module, spec.fmt, mask, index, act=spec.act, scales=spec.scales, input_scale=spec.input_scale
             )
         else:
             new = SparseLinear.from_dense(module, (formats or {}).get(name, fmt), mask, index)

@@ -11,9 +11,8 @@ attention, KV cache, Python) is a third to a half of it. What this module cuts:
 - ``fuse_projections`` (runtime/fusion.py): one kernel call for q/k/v and one for gate/up;
 - ``compile``: HF's static KV cache (fixed shapes) and ``torch.compile`` (inductor, C++ for the
   elementwise ops, one graph, no breaks) of the model's forward for every step after the prompt;
-- ``DecodeLinear``: in the compiled graph, SparseLinear is called through ``sparseft::decode_linear``,
-  registered with the plain ``torch.library.Library`` API, because the ``custom_op`` wrapper of
-  ``sparseft::sparse_linear`` costs ~50 us per call, more than a small layer's kernel;
+- the compiled graph calls each SparseLinear as one lean ``sparseft::linear`` op (runtime/ops.py: x and
+  two ints per call), W8A8 layers included, so nothing needs swapping here;
 - ``_decode_attention``: for one query token with grouped KV heads, HF's compiled sdpa path copies K and
   V of the whole static cache to every query head each step; this folds the heads of a group instead.
 
@@ -26,7 +25,6 @@ shares the compiled code of its class's forward: beyond 8 models, raise
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import torch
@@ -34,83 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparseft.errors import ConfigError
-from sparseft.runtime import _kernels
 from sparseft.runtime.fusion import fuse_projections
-from sparseft.runtime.kernels import isa_code, num_threads
-from sparseft.runtime.linear import SparseLinear, _packed_args
 
 ATTENTION = "sparseft_sdpa"
-
-_lib = torch.library.Library("sparseft", "FRAGMENT")
-_lib.define("decode_linear(Tensor x, Tensor values, int handle, int out_features) -> Tensor")
-
-# DecodeLinear layers by handle: [weak reference, packed kernel arguments, W8A8 input scale or None (fp32
-# activations)]. The compiled graph passes only
-# x, the layer's values (to notice a replaced weight) and the handle: each tensor argument of a
-# Python-implemented op costs ~1 us to box, and a decode step makes ~120 of these calls.
-_REGISTRY: list[list] = []
-
-
-def _decode_linear(x: torch.Tensor, values: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
-    """y = x W^T + b straight to the C kernel of the DecodeLinear ``handle`` (fp32 or W8A8 activations)."""
-    entry = _REGISTRY[handle]
-    args = entry[1]
-    if args[5] != values.data_ptr():  # a buffer was replaced since the arguments were packed
-        layer = entry[0]()
-        args = entry[1] = _packed_args(layer)
-        entry[2] = None if layer.act == "none" else layer.static_scale
-    fmt_code, m, k, kw, *ptrs, delta = args
-    if x.dtype != torch.float32 or not x.is_contiguous():
-        x = x.float().contiguous()
-    y = torch.empty(*x.shape[:-1], out_features)
-    if entry[2] is None:
-        _kernels.matmul(
-            fmt_code, isa_code(), m, k, kw, *ptrs, x.data_ptr(), x.numel() // k, k, 1, y.data_ptr(),
-            num_threads(), delta,
-        )  # fmt: skip
-    else:
-        _kernels.w8a8_matmul(
-            isa_code(), m, k, kw, *ptrs, x.data_ptr(), x.numel() // k, k, 1, y.data_ptr(), num_threads(), entry[2]
-        )  # fmt: skip
-    return y
-
-
-_lib.impl("decode_linear", _decode_linear, "CPU")
-
-
-@torch.library.register_fake("sparseft::decode_linear")
-def _(x, values, handle, out_features):  # noqa: ANN001
-    return x.new_empty(*x.shape[:-1], out_features, dtype=torch.float32)
-
-
-class DecodeLinear(SparseLinear):
-    """A SparseLinear whose compiled forward calls the lean ``sparseft::decode_linear`` op (eager: the
-    same direct kernel call as SparseLinear), W8A8 layers included.
-
-    The op reaches the weights through a handle (a process-wide registry entry), so replace a prepared
-    layer's buffers only together with its values tensor (as loading does)."""
-
-    @classmethod
-    def of(cls, layer: SparseLinear) -> DecodeLinear:
-        """A DecodeLinear sharing ``layer``'s buffers."""
-        fast = cls(layer.compressed(), layer.bias, layer.act, layer.input_scale)
-        fast.handle = len(_REGISTRY)
-        _REGISTRY.append([weakref.ref(fast), _packed_args(fast), None if fast.act == "none" else fast.static_scale])
-        return fast
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_compiling():
-            return super().forward(x)
-        return torch.ops.sparseft.decode_linear(x, self.values, self.handle, self.out_features).to(x.dtype)
-
-
-def use_decode_linear(model: nn.Module) -> int:
-    """Swap every plain SparseLinear for a DecodeLinear sharing its buffers, in place; returns how many."""
-    swaps = [(n, m) for n, m in model.named_modules() if type(m) is SparseLinear]
-    for name, layer in swaps:
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, DecodeLinear.of(layer))
-    return len(swaps)
 
 
 def _decode_attention(
@@ -270,8 +194,7 @@ def prepare_for_decode(
     settings = {"dynamic": dynamic, "max_cache_len": max_cache_len, "backend": backend}
     object.__setattr__(model, "_sparseft_decode", settings)
     fused = fuse_projections(model) if fuse else []
-    swapped = use_decode_linear(model)
     attention = use_decode_attention(model) if compile else False
     if compile:
         compile_generate(model)
-    return {"fused": fused, "decode_linear": swapped, "attention": attention, "compiled": compile}
+    return {"fused": fused, "attention": attention, "compiled": compile}

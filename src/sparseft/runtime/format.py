@@ -7,19 +7,22 @@ A dense weight W of shape (M, K) (out_features x in_features) is stored as:
   AVX-512 width of int8 values) with zero bits. Bytes are little-endian, so the same buffer read as
   uint8 is ``numpy.packbits(bits, bitorder="little")`` of each padded row.
 - ``values``: the stored values, row by row, in increasing column order, followed by 64 bytes of
-  padding (vector loads of the AVX2 path may read up to 32 bytes past the last value).
-  fp32: float32; bf16: bfloat16 (the value rounded to nearest even); int8: int8 ``q`` with
-  ``W[r, c] = q * scales[r]`` (symmetric, ``scales[r] = max|W[r]| / 127``).
+  padding (vector loads of the AVX2 path may read up to 32 bytes past the last value). Their encoding
+  is the value format's (runtime/formats.py): fp32: float32; bf16: bfloat16 (the value rounded to
+  nearest even); fp16: float16 (IEEE half); int8: int8 ``q`` with ``W[r, c] = q * scales[r]``
+  (symmetric, ``scales[r] = max|W[r]| / 127``).
 - ``rowptr``: int64 (M + 1), ``values[rowptr[r]:rowptr[r+1]]`` are row r's values.
-- ``scales``: float32 (M,) for int8, empty otherwise.
+- ``scales``: float32 (M,) for formats with scales (int8), empty otherwise.
 
-Bytes read per weight at density d: fp32 4d + 1/8, bf16 2d + 1/8, int8 d + 1/8 (plus 8 bytes per row).
+Bytes read per weight at density d: (value bytes) * d + 1/8, e.g. fp32 4d + 1/8, bf16 / fp16 2d + 1/8,
+int8 d + 1/8 (plus 8 bytes per row).
 
 High-sparsity variant (``index="delta"``), for when the bitmask dominates (above ~90-95% zeros): ``mask``
 is instead a uint8 tensor with one entry per stored value, the gap of zeros skipped before it
 (column = previous column + gap + 1, starting from column -1 on each row), plus 64 bytes of padding. A
 gap above 255 is bridged by filler entries that store a zero value 256 columns on (``nnz`` counts
-them). Bytes per weight: (1 + value size) * d. ``index="auto"`` picks it below the densities in ``DELTA_BELOW`` (where it measured faster).
+them). Bytes per weight: (1 + value size) * d. ``index="auto"`` picks it below each format's
+``delta_below`` density (where it measured faster; ``DELTA_BELOW`` lists them).
 
     >>> w = torch.randn(8, 100) * (torch.rand(8, 100) > 0.7)
     >>> cw = compress(w, "fp32")
@@ -35,16 +38,19 @@ import numpy as np
 import torch
 
 from sparseft.errors import ConfigError
+from sparseft.runtime.formats import FORMATS, ValueFormat, get_format
 
-FORMATS = ("fp32", "bf16", "int8")
+__all__ = ["DELTA_BELOW", "FORMATS", "INDEXES", "PAD_BYTES", "CompressedWeight", "compress"]
+
 INDEXES = ("bitmask", "delta")
-VALUE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
 PAD_BYTES = 64
 
 
 @dataclass
 class CompressedWeight:
-    """A weight matrix in the bitmask format (see the module docstring for the byte layout)."""
+    """A weight matrix in the bitmask format (see the module docstring for the byte layout).
+
+    ``fmt`` is the value format's registered name; ``format`` the `ValueFormat` itself."""
 
     fmt: str
     shape: tuple[int, int]
@@ -53,6 +59,11 @@ class CompressedWeight:
     rowptr: torch.Tensor
     scales: torch.Tensor
     index: str = "bitmask"
+
+    @property
+    def format(self) -> ValueFormat:
+        """The value format (runtime/formats.py) of ``fmt``."""
+        return get_format(self.fmt)
 
     @property
     def nnz(self) -> int:
@@ -95,42 +106,38 @@ class CompressedWeight:
         tensor([[1., 0., 0.], [0., 1., 0.], [0., 0., 1.]])
         """
         dense = torch.zeros(self.shape, dtype=torch.float32)
-        vals = self.values[: self.nnz].float()
-        if self.fmt == "int8":
-            vals = (
-                vals * self.scales[torch.repeat_interleave(torch.arange(self.shape[0]), self.rowptr.diff())]
-            )
+        vals = self.format.decode(self.values[: self.nnz], self.scales, self._delta_rows())
         if self.index == "delta":
             dense[self._delta_rows(), self._delta_cols()] = vals
         else:
             dense[self.bits()] = vals
         return dense
 
+    def validate(self) -> None:
+        """Raise ConfigError unless the tensors fit the format, index and shape: the C kernels read them
+        through raw addresses, so a wrong size would read out of bounds.
 
-def _quantize_rows(w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8: q = round(w / s), s = max|w| / 127 (1 for all-zero rows) unless given.
-
-    Given scales (a quantized model's, e.g. GPTQ's: a row's largest |q| may be below 127) are kept as
-    they are, so a weight already on the grid q * s gets back exactly its q."""
-    if scales is None:
-        amax = w.abs().amax(dim=1)
-        scales = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    else:
-        scales = _row_scales(scales, w.shape[0])
-    q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q, scales.float()
-
-
-def _row_scales(scales: torch.Tensor, m: int) -> torch.Tensor:
-    """(m,) fp32 scales from per-row ((m,) or (m, 1)) or per-tensor (one element) scales."""
-    s = scales.detach().to("cpu", torch.float32).reshape(-1)
-    if s.numel() == 1:
-        s = s.expand(m)
-    if s.numel() != m:
-        raise ConfigError(f"expected {m} per-row int8 scales or one per-tensor scale, got {s.numel()}")
-    if not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
-        raise ConfigError("int8 scales must be positive and finite")
-    return s.contiguous()
+        >>> compress(torch.eye(3), "bf16").validate()      # fine: no error"""
+        fmt, (m, k) = get_format(self.fmt), self.shape
+        if self.index not in INDEXES:
+            raise ConfigError(f"unknown index {self.index!r}; expected one of {', '.join(INDEXES)}")
+        tensors = {"mask": self.mask, "values": self.values, "rowptr": self.rowptr, "scales": self.scales}
+        if any(not t.is_contiguous() or t.device.type != "cpu" for t in tensors.values()):
+            raise ConfigError("compressed weight tensors must be contiguous CPU tensors")
+        fmt.validate(self.values, self.scales, m)
+        if self.rowptr.dtype != torch.int64 or tuple(self.rowptr.shape) != (m + 1,):
+            raise ConfigError(f"rowptr must be int64 of shape ({m + 1},), got {self.rowptr.dtype} {tuple(self.rowptr.shape)}")
+        nnz = int(self.rowptr[-1])
+        if int(self.rowptr[0]) != 0 or (m and bool((self.rowptr.diff() < 0).any())):
+            raise ConfigError("rowptr must start at 0 and never decrease")
+        pad = PAD_BYTES // fmt.value_bytes
+        if self.values.dim() != 1 or self.values.numel() < nnz + pad:
+            raise ConfigError(f"values must hold {nnz} stored values + {pad} of padding, got {self.values.numel()}")
+        if self.index == "delta":
+            if self.mask.dtype != torch.uint8 or self.mask.dim() != 1 or self.mask.numel() < nnz + PAD_BYTES:
+                raise ConfigError(f"the delta index needs a uint8 mask of >= {nnz + PAD_BYTES} entries")
+        elif self.mask.dtype != torch.int64 or tuple(self.mask.shape) != (m, (k + 63) // 64):
+            raise ConfigError(f"the bitmask must be int64 of shape ({m}, {(k + 63) // 64}), got {tuple(self.mask.shape)}")
 
 
 def _delta_entries(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -166,24 +173,26 @@ def _pad(t: torch.Tensor) -> torch.Tensor:
 
 
 # Densities below which the delta index runs faster than the bitmask (batch 1, 4096x4096, measured by
-# benchmarks/bench_high_sparsity.py): the fp32 bitmask kernel pays one expand per 16 columns whatever the
-# density, the int8 one only one per 64 columns, so int8 keeps the bitmask longer. bf16: in between.
-DELTA_BELOW = {"fp32": 0.10, "bf16": 0.05, "int8": 0.02}
+# benchmarks/bench_high_sparsity.py; each format's ``delta_below``): the fp32 bitmask kernel pays one
+# expand per 16 columns whatever the density, the int8 one only one per 64 columns, so int8 keeps the
+# bitmask longer. bf16: in between; fp16 (not measured) takes bf16's.
+DELTA_BELOW = {name: get_format(name).delta_below for name in FORMATS}
 
 
-def _choose_index(m: int, k: int, nnz: int, fmt: str) -> str:
-    return "delta" if nnz < DELTA_BELOW[fmt] * m * k else "bitmask"
+def _choose_index(m: int, k: int, nnz: int, fmt: ValueFormat) -> str:
+    return "delta" if nnz < fmt.delta_below * m * k else "bitmask"
 
 
 def compress(
     dense: torch.Tensor,
-    fmt: str = "fp32",
+    fmt: str | ValueFormat = "fp32",
     mask: torch.Tensor | None = None,
     index: str = "bitmask",
     scales: torch.Tensor | None = None,
 ) -> CompressedWeight:
     """Compress a 2-D weight (out_features, in_features); zeros (or ``~mask``) are not stored.
 
+    ``fmt``: a registered value format name (``FORMATS``: fp32, bf16, int8, fp16) or a ValueFormat.
     ``index``: "bitmask" (default), "delta" (high sparsity) or "auto" (delta below ``DELTA_BELOW`` density).
     ``scales`` (int8 only): the int8 scales to use, per row ((M,) or (M, 1)) or per tensor, instead of
     max|row| / 127; a weight fake-quantized on these scales (q * s) compresses to exactly its q.
@@ -192,61 +201,42 @@ def compress(
     >>> cw.nnz, cw.mask.tolist()
     (2, [[2], [1]])
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown weight format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    vf = get_format(fmt)
     if dense.dim() != 2:
         raise ConfigError(f"expected a 2-D weight, got shape {tuple(dense.shape)}")
-    if scales is not None and fmt != "int8":
-        raise ConfigError(f"scales apply to int8 values only, not {fmt}")
     w = dense.detach().to("cpu", torch.float32)
     keep = (w != 0) if mask is None else mask.to("cpu", torch.bool) & (w != 0)
     w = w * keep
     m, k = w.shape
     if index == "auto":
-        index = _choose_index(m, k, int(keep.sum()), fmt)
+        index = _choose_index(m, k, int(keep.sum()), vf)
     if index not in INDEXES:
         raise ConfigError(f"unknown index {index!r}; expected one of {', '.join(INDEXES)} or auto")
+    q, scales = vf.encode(w, scales)
     if index == "delta":
-        return _compress_delta(w, keep, fmt, scales)
+        return _compress_delta(q, keep, vf, scales)
     kw = (k + 63) // 64
     padded = np.zeros((m, kw * 64), dtype=bool)
     padded[:, :k] = keep.numpy()
     mask_words = np.packbits(padded, axis=1, bitorder="little").view(np.int64).reshape(m, kw)
     rowptr = torch.zeros(m + 1, dtype=torch.int64)
     rowptr[1:] = keep.sum(dim=1).cumsum(0)
-    if fmt == "int8":
-        q, scales = _quantize_rows(w, scales)
-        vals = q[keep]
-    else:
-        scales = torch.zeros(0, dtype=torch.float32)
-        vals = w[keep].to(VALUE_DTYPES[fmt])
-    dt = VALUE_DTYPES[fmt]
-    pad = torch.zeros(PAD_BYTES // torch.empty(0, dtype=dt).element_size(), dtype=dt)
     return CompressedWeight(
-        fmt=fmt,
+        fmt=vf.name,
         shape=(m, k),
         mask=torch.from_numpy(np.ascontiguousarray(mask_words)),
-        values=torch.cat([vals, pad]),
+        values=_pad(q[keep]),
         rowptr=rowptr,
         scales=scales,
     )
 
 
-def _compress_delta(
-    w: torch.Tensor, keep: torch.Tensor, fmt: str, scales: torch.Tensor | None = None
-) -> CompressedWeight:
-    m, _ = w.shape
+def _compress_delta(q: torch.Tensor, keep: torch.Tensor, vf: ValueFormat, scales: torch.Tensor) -> CompressedWeight:
+    """The delta index of the stored values ``q`` (M, K) (fillers store a zero)."""
+    m, _ = q.shape
     gaps, cols, counts = _delta_entries(keep.numpy())
     rows = torch.repeat_interleave(torch.arange(m), torch.from_numpy(counts))
-    cols_t = torch.from_numpy(cols)
     rowptr = torch.zeros(m + 1, dtype=torch.int64)
     rowptr[1:] = torch.from_numpy(counts).cumsum(0)
-    if fmt == "int8":
-        q, scales = _quantize_rows(w, scales)
-        vals = q[rows, cols_t]
-    else:
-        scales = torch.zeros(0, dtype=torch.float32)
-        vals = w[rows, cols_t].to(VALUE_DTYPES[fmt])
-    return CompressedWeight(
-        fmt, tuple(w.shape), _pad(torch.from_numpy(gaps)), _pad(vals), rowptr, scales, "delta"
-    )
+    vals = q[rows, torch.from_numpy(cols)]
+    return CompressedWeight(vf.name, tuple(q.shape), _pad(torch.from_numpy(gaps)), _pad(vals), rowptr, scales, "delta")

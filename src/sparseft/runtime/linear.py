@@ -13,20 +13,28 @@ only changes the dtype of its outputs); inputs are computed in fp32, or, with in
 input scale) and multiplied with VNNI integer dot products:
 
     >>> w8a8 = SparseLinear.from_dense(lin, "int8", act="dynamic-int8")
+
+One forward path: eager calls go straight to the C kernel through `kernels.linear` with the layer's
+`WeightHandle` (packed once, rebuilt when a buffer is assigned or loaded); under torch.compile the same
+call is the single op ``sparseft::linear`` (runtime/ops.py). Code that inspects ``layer.weight`` (e.g.
+T5 reads ``wo.weight.dtype``) gets a `WeightInfo` (shape, dtype, device; not a tensor, so nothing is
+decompressed); ``layer.compressed().decompress()`` is the dense weight.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from sparseft.errors import ConfigError
-from sparseft.runtime import (
-    _kernels,
-    ops,  # noqa: F401  (registers torch.ops.sparseft.sparse_linear)
-)
+from sparseft.runtime import ops
 from sparseft.runtime.format import CompressedWeight, compress
-from sparseft.runtime.kernels import ACT_MODES, check_w8a8, isa_code, num_threads, row_sums, weight_args
+from sparseft.runtime.kernels import ACT_MODES, WeightHandle, check_w8a8, linear, row_sums
+
+# Buffers the packed handle points into: assigning any of them drops the handle (rebuilt on next call).
+_HANDLE_BUFFERS = frozenset({"mask", "values", "rowptr", "scales", "rowsum", "bias", "input_scale"})
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:
@@ -38,57 +46,19 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
     raise ConfigError(f"cannot make {type(module).__name__} sparse: expected nn.Linear or Conv1D")
 
 
-def sparse_linear_eager(x: torch.Tensor, layer: SparseLinear) -> torch.Tensor:
-    """The forward of ``layer`` straight to the C kernel (same result as the custom op).
+@dataclass(frozen=True)
+class WeightInfo:
+    """What ``SparseLinear.weight`` answers for code written for nn.Linear: the (out, in) shape, the dtype
+    the layer computes in (fp32), the device. Not a tensor: code that checks ``isinstance(w, Tensor)``
+    (T5) leaves its input alone."""
 
-    Decode calls hundreds of small layers per token, so the fixed per-call cost matters: the weight's
-    addresses are packed once (``layer._weight_args``) and only x and y are handled per call."""
-    k = x.shape[-1]
-    x2d = x.detach().reshape(-1, k)
-    if x2d.dtype != torch.float32:
-        x2d = x2d.float()
-    y = torch.empty(x2d.shape[0], layer.out_features, dtype=torch.float32)
-    fmt_code, m, kk, kw, *ptrs, delta = _packed_args(layer)
-    _kernels.matmul(
-        fmt_code, isa_code(), m, kk, kw, *ptrs, x2d.data_ptr(), x2d.shape[0], x2d.stride(0), x2d.stride(1),
-        y.data_ptr(), num_threads(), delta,
-    )  # fmt: skip
-    return y.reshape(*x.shape[:-1], layer.out_features).to(x.dtype)
-
-
-def _packed_args(layer: SparseLinear) -> tuple:
-    """``weight_args`` of the layer, cached; re-packed when a buffer was replaced (load, deepcopy,
-    assignment), since the cached addresses would dangle."""
-    args = layer._weight_args
-    if (
-        args is None
-        or args[4] != layer.mask.data_ptr()
-        or args[5] != layer.values.data_ptr()
-        or args[-2] != (layer.bias.data_ptr() if layer.bias is not None else 0)
-        or args[8] != (layer.rowsum.data_ptr() if layer.rowsum.numel() else 0)
-        or args[6] != layer.rowptr.data_ptr()
-    ):
-        args = layer._weight_args = weight_args(layer.compressed(), layer.rowsum, layer.bias)
-    return args
-
-
-def w8a8_linear_eager(x: torch.Tensor, layer: SparseLinear) -> torch.Tensor:
-    """The W8A8 forward of ``layer`` (act "dynamic-int8" / "static-int8") straight to the C kernel."""
-    k = x.shape[-1]
-    x2d = x.detach().reshape(-1, k)
-    if x2d.dtype != torch.float32:
-        x2d = x2d.float()
-    y = torch.empty(x2d.shape[0], layer.out_features, dtype=torch.float32)
-    _, m, kk, kw, *ptrs, _ = _packed_args(layer)
-    _kernels.w8a8_matmul(
-        isa_code(), m, kk, kw, *ptrs, x2d.data_ptr(), x2d.shape[0], x2d.stride(0), x2d.stride(1),
-        y.data_ptr(), num_threads(), layer.static_scale,
-    )  # fmt: skip
-    return y.reshape(*x.shape[:-1], layer.out_features).to(x.dtype)
+    shape: torch.Size
+    dtype: torch.dtype = torch.float32
+    device: torch.device = torch.device("cpu")
 
 
 class SparseLinear(nn.Module):
-    """y = x W^T + b with W stored as a bitmask + packed values (fp32, bf16 or int8).
+    """y = x W^T + b with W stored as a bitmask + packed values (a registered format: fp32, bf16, int8, fp16).
 
     ``act``: "none" (fp32 activations), "dynamic-int8" (W8A8, int8 activations with per-token scales) or
     "static-int8" (W8A8 with the fixed ``input_scale``); the int8 modes need int8 values, bitmask index."""
@@ -101,6 +71,7 @@ class SparseLinear(nn.Module):
         input_scale: float | torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        cw.validate()
         if act not in ACT_MODES:
             raise ConfigError(f"unknown activation mode {act!r}; expected one of {', '.join(ACT_MODES)}")
         if act != "none":
@@ -120,13 +91,46 @@ class SparseLinear(nn.Module):
         # static-int8 only: saved with the weights (a None buffer is not part of the state dict)
         scale = None if act != "static-int8" else torch.tensor([float(input_scale)], dtype=torch.float32)
         self.register_buffer("input_scale", scale)
-        self._weight_args: tuple | None = None  # packed addresses for the kernel, built on first call
-        self._sync_static_scale()
+        self._handle: WeightHandle | None = None  # packed kernel arguments, built on first call
+        self.op_id = ops.register_layer(self)  # this layer in the sparseft::linear op (compiled path)
 
-    def _sync_static_scale(self) -> None:
-        """``static_scale``: the kernel's input scale argument, the static scale or 0 (per-token scales).
-        A Python float read once from the buffer: torch.compile cannot trace reading a tensor's value."""
-        self.static_scale = float(self.input_scale[0]) if self.input_scale is not None else 0.0
+    @property
+    def static_scale(self) -> float:
+        """The kernel's input scale: the static int8 input scale, or 0 (per-token scales / fp32)."""
+        return self.kernel_handle().input_scale
+
+    @property
+    def weight(self) -> WeightInfo:
+        """Shape / dtype / device of the weight, for code written for nn.Linear (see the module doc)."""
+        return WeightInfo(torch.Size((self.out_features, self.in_features)))
+
+    def kernel_handle(self) -> WeightHandle:
+        """The packed kernel arguments (weights + activation mode), built once and after a buffer changed."""
+        handle = self._handle
+        if handle is None:
+            # The static scale is read once here as a Python float: torch.compile cannot trace reading a
+            # tensor's value, and the kernel takes it as an argument.
+            scale = float(self.input_scale[0]) if self.input_scale is not None else 0.0
+            handle = self._handle = WeightHandle(self.compressed(), self.bias, self.act, scale, self.rowsum)
+        return handle
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "weight" and isinstance(value, torch.Tensor):
+            # transformers' tie_weights assigns a tied lm_head's dense weight; a SparseLinear keeps
+            # computing with its compressed one (as before this property existed), so the tie is ignored.
+            return
+        if name in _HANDLE_BUFFERS and "_handle" in self.__dict__:
+            self.__dict__["_handle"] = None  # the handle points into the old tensor: rebuild it
+        super().__setattr__(name, value)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handle"] = None  # a C capsule: not copyable, rebuilt on first call
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.op_id = ops.register_layer(self)  # a copy is a layer of its own for the compiled op
 
     @classmethod
     def from_dense(
@@ -176,29 +180,20 @@ class SparseLinear(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.rowsum = row_sums(self.compressed())  # derived data, recomputed rather than stored
-        self._weight_args = None
-        self._sync_static_scale()
+        cw = self.compressed()
+        cw.validate()
+        self.rowsum = row_sums(cw)  # derived data, recomputed rather than stored
+        self._handle = None
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001
         # The kernels need these exact CPU dtypes; `model.to(torch.bfloat16)` must not convert them.
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act != "none":
-            if not torch.compiler.is_compiling():
-                return w8a8_linear_eager(x, self)
-            return torch.ops.sparseft.sparse_linear_w8a8(
-                x, self.out_features, self.mask, self.values, self.rowptr, self.scales, self.rowsum,
-                self.bias, self.static_scale,
-            )  # fmt: skip
-        if not torch.compiler.is_compiling():
-            # Eager: call the kernel directly; the dispatcher round trip costs more than a small layer.
-            return sparse_linear_eager(x, self)
-        return torch.ops.sparseft.sparse_linear(
-            x, self.fmt, self.out_features, self.mask, self.values, self.rowptr, self.scales, self.rowsum,
-            self.bias, self.index,
-        )  # fmt: skip
+        if torch.compiler.is_compiling():
+            return torch.ops.sparseft.linear(x, self.op_id, self.out_features).to(x.dtype)
+        # Eager: straight to the kernel; the dispatcher round trip costs more than a small layer.
+        return linear(x, self._handle or self.kernel_handle())
 
     def extra_repr(self) -> str:
         cw = self.compressed()

@@ -1,65 +1,56 @@
-"""The sparse matmul as a torch.library custom op, so torch.compile treats it as one opaque call.
+"""``sparseft::linear``: the sparse matmul as one torch op, so torch.compile sees one opaque call.
 
->>> y = torch.ops.sparseft.sparse_linear(x, "bf16", 576, mask, values, rowptr, scales, rowsum, bias)
->>> y = torch.ops.sparseft.sparse_linear_w8a8(x, 576, mask, values, rowptr, scales, rowsum, bias, 0.0)
+    >>> y = torch.ops.sparseft.linear(x, layer.op_id, layer.out_features)   # fp32 (..., out_features)
+
+Compiled SparseLinear layers (fp32 or int8 activations alike) call it; eager ones call
+`kernels.linear` directly, which is also what the op runs. The op reaches its layer through ``op_id``,
+a slot of a process-wide table of weak references, and the layer's packed `WeightHandle` (weights and
+activation mode) from there: the compiled graph passes only x and two ints, because each tensor argument
+of a Python-implemented op costs ~1 us to box and a decode step makes ~120 of these calls. It is
+registered with the plain ``torch.library.Library`` API because the ``custom_op`` wrapper costs ~50 us
+per call, more than a small layer's kernel.
 """
 
 from __future__ import annotations
 
+import weakref
+from typing import Protocol
+
 import torch
 
-from sparseft.runtime.kernels import matmul_raw, w8a8_matmul_raw
+from sparseft.runtime.kernels import WeightHandle, linear
 
 
-@torch.library.custom_op("sparseft::sparse_linear", mutates_args=())
-def sparse_linear(
-    x: torch.Tensor,
-    fmt: str,
-    out_features: int,
-    mask: torch.Tensor,
-    values: torch.Tensor,
-    rowptr: torch.Tensor,
-    scales: torch.Tensor,
-    rowsum: torch.Tensor,
-    bias: torch.Tensor | None,
-    index: str = "bitmask",
-) -> torch.Tensor:
-    """y = x @ W^T + bias with W in the bitmask format; x (..., K) any float dtype, y in x's dtype."""
-    k = x.shape[-1]
-    x2d = x.reshape(-1, k)
-    if x2d.dtype != torch.float32:
-        x2d = x2d.float()
-    y = matmul_raw(x2d, fmt, (out_features, k), mask, values, rowptr, scales, rowsum, bias, index)
-    return y.reshape(*x.shape[:-1], out_features).to(x.dtype)
+class _Layer(Protocol):
+    _handle: WeightHandle | None
+
+    def kernel_handle(self) -> WeightHandle: ...
 
 
-@sparse_linear.register_fake
-def _(x, fmt, out_features, mask, values, rowptr, scales, rowsum, bias, index="bitmask"):
-    return x.new_empty(*x.shape[:-1], out_features)
+_LAYERS: list[weakref.ref] = []
+
+_lib = torch.library.Library("sparseft", "FRAGMENT")
+_lib.define("linear(Tensor x, int layer, int out_features) -> Tensor")
 
 
-@torch.library.custom_op("sparseft::sparse_linear_w8a8", mutates_args=())
-def sparse_linear_w8a8(
-    x: torch.Tensor,
-    out_features: int,
-    mask: torch.Tensor,
-    values: torch.Tensor,
-    rowptr: torch.Tensor,
-    scales: torch.Tensor,
-    rowsum: torch.Tensor,
-    bias: torch.Tensor | None,
-    input_scale: float = 0.0,
-) -> torch.Tensor:
-    """W8A8: x quantized to int8 per token (input_scale 0) or with a static scale, int8 weights in the
-    bitmask format, int32 dot products; x (..., K) any float dtype, y in x's dtype."""
-    k = x.shape[-1]
-    x2d = x.reshape(-1, k)
-    if x2d.dtype != torch.float32:
-        x2d = x2d.float()
-    y = w8a8_matmul_raw(x2d, (out_features, k), mask, values, rowptr, scales, rowsum, bias, input_scale)
-    return y.reshape(*x.shape[:-1], out_features).to(x.dtype)
+def register_layer(layer: _Layer) -> int:
+    """A new ``op_id`` for ``layer`` (held weakly: the table never keeps a layer alive)."""
+    _LAYERS.append(weakref.ref(layer))
+    return len(_LAYERS) - 1
 
 
-@sparse_linear_w8a8.register_fake
-def _(x, out_features, mask, values, rowptr, scales, rowsum, bias, input_scale=0.0):
-    return x.new_empty(*x.shape[:-1], out_features)
+def _linear(x: torch.Tensor, layer: int, out_features: int) -> torch.Tensor:
+    """y = x W^T + b of the layer ``layer`` in fp32 (the caller casts to its dtype)."""
+    owner = _LAYERS[layer]()
+    if owner is None:
+        raise RuntimeError(f"sparseft::linear: layer {layer} no longer exists")
+    y = linear(x, owner._handle or owner.kernel_handle())
+    return y if y.dtype == torch.float32 else y.float()  # the schema's (and fake's) dtype
+
+
+_lib.impl("linear", _linear, "CPU")
+
+
+@torch.library.register_fake("sparseft::linear")
+def _(x: torch.Tensor, layer: int, out_features: int) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features, dtype=torch.float32)

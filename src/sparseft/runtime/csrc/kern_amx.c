@@ -48,10 +48,7 @@ int sp_amx_available(void) {
     static int cached = -1;
     if (cached >= 0) return cached;
     unsigned a, b, c, d;
-    __builtin_cpu_init();
-    int ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512vnni");
+    int ok = sp_best_isa() == ISA_AVX512;
     ok = ok && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1) && (d >> 25 & 1);
     ok = ok && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1); /* AVX512_BF16: x split */
     /* The kernel may refuse (old kernel, or a seccomp filter): then the tiles must not be touched. */

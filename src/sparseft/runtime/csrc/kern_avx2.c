@@ -5,7 +5,7 @@
 #include "sparse_common.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#define TAVX2 __attribute__((target("avx2,fma,popcnt")))
+#define TAVX2 __attribute__((target("avx2,fma,f16c,popcnt")))
 
 static int32_t perm_tbl[256][8] __attribute__((aligned(32)));
 static int32_t lane_tbl[256][8] __attribute__((aligned(32)));
@@ -22,12 +22,13 @@ void sp_avx2_init(void) {
     }
 }
 
-/* 8 packed values of the row's format, widened to fp32 (may read past the row: values are padded). */
+/* 8 packed values of the row's format, widened to fp32 (fp16: vcvtph2ps, F16C) (may read past the row: values are padded). */
 static inline TAVX2 __m256 load8(int fmt, const void *v) {
     if (fmt == FMT_F32) return _mm256_loadu_ps((const float *)v);
     if (fmt == FMT_BF16)
         return _mm256_castsi256_ps(
             _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)v)), 16));
+    if (fmt == FMT_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)v));
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)v)));
 }
 
@@ -48,8 +49,7 @@ static inline TAVX2 float hsum(__m256 a) {
 
 /* One row against nb (<= 4) rows of x: each decoded vector is reused nb times. */
 static inline __attribute__((always_inline)) TAVX2 void row_nb(const sp_job *j, int64_t r, int64_t n0, int nb) {
-    static const int esz[3] = {4, 2, 1};
-    const int fmt = j->fmt, es = esz[fmt];
+    const int fmt = j->fmt, es = SP_ESIZE(fmt);
     const char *v = (const char *)j->vals + es * j->rowptr[r];
     const uint64_t *m = j->mask + r * j->KW;
     const float *x = j->x32 + n0 * j->Kp;

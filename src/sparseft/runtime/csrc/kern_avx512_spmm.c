@@ -25,6 +25,16 @@ INLINE T512 void decode64(int fmt, uint64_t b, const char **v, __m512 out[4]) {
             p += __builtin_popcount(k);
         }
         *v = (const char *)p;
+    } else if (fmt == FMT_F16) {
+        const uint16_t *p = (const uint16_t *)*v;
+        for (int h = 0; h < 2; h++) {
+            __mmask32 k = (__mmask32)(b >> (32 * h));
+            __m512i e = _mm512_maskz_expandloadu_epi16(k, p);
+            p += __builtin_popcount(k);
+            out[2 * h] = _mm512_cvtph_ps(_mm512_castsi512_si256(e));
+            out[2 * h + 1] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(e, 1));
+        }
+        *v = (const char *)p;
     } else if (fmt == FMT_BF16) {
         const uint16_t *p = (const uint16_t *)*v;
         for (int h = 0; h < 2; h++) {
@@ -47,10 +57,8 @@ INLINE T512 void decode64(int fmt, uint64_t b, const char **v, __m512 out[4]) {
     }
 }
 
-static const int ESIZE[3] = {4, 2, 1};
-
 INLINE T512 void small_row(const sp_job *j, int64_t r, int64_t n0, int nb) {
-    const char *v = (const char *)j->vals + ESIZE[j->fmt] * j->rowptr[r];
+    const char *v = (const char *)j->vals + SP_ESIZE(j->fmt) * j->rowptr[r];
     const uint64_t *m = j->mask + r * j->KW;
     const float *x = j->x32 + n0 * j->Kp;
     __m512 acc[SMALL_TILE];
@@ -127,6 +135,11 @@ static T512 int64_t row_list(const sp_job *j, int64_t r, int32_t *idx, float *va
             uint32_t bits = (uint32_t)p[i] << 16;
             memcpy(&val[i], &bits, 4);
         }
+    } else if (j->fmt == FMT_F16) {
+        const uint16_t *p = (const uint16_t *)j->vals + base;
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(val + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + i))));
+        for (; i < n; i++) val[i] = sp_f16_to_f32(p[i]);
     } else {
         const int8_t *p = (const int8_t *)j->vals + base;
         for (; i + 16 <= n; i += 16)

@@ -2,11 +2,12 @@
  * the packed values straight into their columns.
  *   fp32: vexpandps + FMA against fp32 x.
  *   bf16: vpexpandw of 32 bf16, widened in place by shift / mask against de-interleaved fp32 x.
+ *   fp16: vpexpandw of 32 fp16, widened by vcvtph2ps (two halves of 16) against fp32 x.
  *   int8: vpexpandb of 64 int8, then vpdpbusd against x quantized per call to 16 bits as two u8
  *         digits (lo, hi+128); the +128 offset is removed with the row's sum of int8 values.
  * Expand instructions cost ~3 cycles each on the machine measured, whatever their width,
  * so the kernels use as few as possible per weight (vpexpandb: 64 int8 at once).
- * Requires AVX512F/BW/VL/VBMI2/VNNI (checked at run time by module.c). */
+ * Requires AVX512F/BW/VL/DQ/VBMI2/VNNI (checked at run time by cpu.c). */
 #include <immintrin.h>
 #include "sparse_common.h"
 
@@ -119,6 +120,47 @@ static T512 void spmv_bf16(const sp_job *j, int64_t r0, int64_t r1) {
     }
 }
 
+/* fp16: as bf16, but the halves need a real conversion (vcvtph2ps), so x stays in column order. */
+static T512 void spmv_f16(const sp_job *j, int64_t r0, int64_t r1) {
+    const uint16_t *V = (const uint16_t *)j->vals;
+    const int64_t KW = j->KW;
+    int64_t r = r0;
+    for (; r < r1; r += 4) {
+        int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+        const uint16_t *v[4];
+        const uint64_t *m[4];
+        for (int i = 0; i < 4; i++) {
+            int ri = i < nr ? i : 0; /* tail: repeat row 0, result discarded */
+            v[i] = V + j->rowptr[r + ri];
+            m[i] = j->mask + (r + ri) * KW;
+        }
+        __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, o0 = e0, o1 = e0, o2 = e0, o3 = e0;
+        for (int64_t w = 0; w < KW; w++) {
+            uint64_t b0 = m[0][w], b1 = m[1][w], b2 = m[2][w], b3 = m[3][w];
+            PF(v[0]); PF(v[1]); PF(v[2]); PF(v[3]);
+            if (!(b0 | b1 | b2 | b3)) continue;
+            for (int q = 0; q < 2; q++) {
+                __m512 xl = _mm512_loadu_ps(j->x32 + 64 * w + 32 * q);
+                __m512 xh = _mm512_loadu_ps(j->x32 + 64 * w + 32 * q + 16);
+#define LANE(i, E, O, B)                                                                   \
+    do {                                                                                   \
+        __mmask32 k = (__mmask32)(B >> (32 * q));                                          \
+        __m512i e = _mm512_maskz_expand_epi16(k, _mm512_loadu_si512(v[i]));                \
+        v[i] += __builtin_popcount(k);                                                     \
+        E = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(e)), xl, E);            \
+        O = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(e, 1)), xh, O);      \
+    } while (0)
+                LANE(0, e0, o0, b0); LANE(1, e1, o1, b1); LANE(2, e2, o2, b2); LANE(3, e3, o3, b3);
+#undef LANE
+            }
+        }
+        float s[4];
+        _mm_storeu_ps(s, reduce4_ps(_mm512_add_ps(e0, o0), _mm512_add_ps(e1, o1), _mm512_add_ps(e2, o2),
+                                    _mm512_add_ps(e3, o3)));
+        for (int i = 0; i < nr; i++) sp_store(j, 0, r + i, s[i]);
+    }
+}
+
 /* int8: y = scale_r * sx * (256 * (sum(q * hi) - 128 * rowsum) + sum(q * lo)). */
 static T512 void spmv_i8(const sp_job *j, int64_t r0, int64_t r1) {
     const int8_t *V = (const int8_t *)j->vals;
@@ -164,6 +206,7 @@ static T512 void spmv_i8(const sp_job *j, int64_t r0, int64_t r1) {
 T512 void sp_spmv_avx512(const sp_job *j, int64_t r0, int64_t r1) {
     if (j->fmt == FMT_F32) spmv_f32(j, r0, r1);
     else if (j->fmt == FMT_BF16) spmv_bf16(j, r0, r1);
+    else if (j->fmt == FMT_F16) spmv_f16(j, r0, r1);
     else spmv_i8(j, r0, r1);
 }
 #else

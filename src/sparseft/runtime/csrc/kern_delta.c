@@ -2,15 +2,7 @@
  * so each entry costs 1 index byte instead of the bitmask's 1 bit per weight. Scalar C: the running
  * column is a serial prefix sum, and at the sparsities this index is for (> 90-95% zeros) the bytes,
  * not the arithmetic, set the time. Any batch size; x is [N][Kp] fp32. */
-#include <string.h>
 #include "sparse_common.h"
-
-static inline float bf16f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 #define ROW_LOOP(LOAD)                                                       \
     do {                                                                     \
@@ -33,19 +25,15 @@ static inline float bf16f(uint16_t h) {
 void sp_delta_portable(const sp_job *j, int64_t r0, int64_t r1) {
     const uint8_t *gaps = (const uint8_t *)j->mask;
     const float *vf = (const float *)j->vals;
-    const uint16_t *vb = (const uint16_t *)j->vals;
-    const int8_t *vq = (const int8_t *)j->vals;
     for (int64_t r = r0; r < r1; r++) {
         const int64_t i0 = j->rowptr[r], i1 = j->rowptr[r + 1];
         for (int64_t n = 0; n < j->N; n++) {
             const float *x = j->x32 + n * j->Kp;
             float acc;
 #define LF(i) vf[i]
-#define LB(i) bf16f(vb[i])
-#define LQ(i) (float)vq[i]
-            if (j->fmt == FMT_F32) ROW_LOOP(LF);
-            else if (j->fmt == FMT_BF16) ROW_LOOP(LB);
-            else ROW_LOOP(LQ);
+#define LV(i) sp_load_val(j->fmt, j->vals, i)
+            if (j->fmt == FMT_F32) ROW_LOOP(LF); /* the common case without the format switch */
+            else ROW_LOOP(LV);
             sp_store(j, n, r, acc);
         }
     }

@@ -1,15 +1,5 @@
 /* Portable C kernel: any batch size, any CPU. Reference-grade, not fast. */
-#include <string.h>
 #include "sparse_common.h"
-
-static float load_val(const sp_job *j, int64_t i) {
-    if (j->fmt == FMT_F32) return ((const float *)j->vals)[i];
-    if (j->fmt == FMT_I8) return (float)((const int8_t *)j->vals)[i];
-    uint32_t bits = (uint32_t)((const uint16_t *)j->vals)[i] << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 
 void sp_spmm_portable(const sp_job *j, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
@@ -23,7 +13,7 @@ void sp_spmm_portable(const sp_job *j, int64_t r0, int64_t r1) {
                 while (b) {
                     int c = __builtin_ctzll(b);
                     b &= b - 1;
-                    acc += load_val(j, i++) * x[64 * w + c];
+                    acc += sp_load_val(j->fmt, j->vals, i++) * x[64 * w + c];
                 }
             }
             sp_store(j, n, r, acc);

@@ -1,88 +1,27 @@
 /* CPython bindings of the sparse kernels: sparseft.runtime._kernels.
  *
- * Functions take raw addresses (tensor.data_ptr()) and sizes, prepare x in the layout the chosen kernel
- * reads, split rows across the thread pool and release the GIL while computing. Python-side checks
- * (kernels.py) guarantee dtypes, contiguity and sizes. */
+ *   pack(fmt, delta, M, K, mask, vals, rowptr, scales, rowsum, bias) -> handle   (once per layer)
+ *   linear(handle, x, N, x_row_stride, x_col_stride, y, isa, nthreads, act, in_scale, raw_acc)
+ *
+ * Addresses are ints (tensor.data_ptr(), 0 = none); the handle (a capsule of an sp_weight) is valid
+ * while the tensors live and are not resized. `linear` is the one entry of every matmul: act 0 = fp32
+ * activations (run_fp.c), act 1 = int8 activations (W8A8, w8a8_run.c; in_scale 0 = per token, > 0 =
+ * static). It releases the GIL while computing. Python-side checks (formats.py, kernels.py) guarantee
+ * dtypes, contiguity and sizes; the checks here keep a wrong call from reading out of bounds where cheap. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <math.h>
 #include <stdlib.h>
-#include <string.h>
 #include "sparse_common.h"
+#include "w8a8_common.h"
 
-static int best_isa(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2") &&
-        __builtin_cpu_supports("avx512vnni"))
-        return ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
-#endif
-    return ISA_PORTABLE;
-}
+extern int sp_amx_min_batch[FMT_COUNT]; /* run_fp.c */
 
-typedef struct {
-    const float *x;
-    int64_t sr, sc; /* element strides of x (row, column) */
-} xsrc;
-
-static inline float xat(const xsrc *s, int64_t n, int64_t k) { return s->x[n * s->sr + k * s->sc]; }
-
-/* [N][Kp] fp32, zero padded. */
-static void prep_rows(const xsrc *s, int64_t N, int64_t K, int64_t Kp, float *out) {
-    memset(out, 0, sizeof(float) * (size_t)(N * Kp));
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t k = 0; k < K; k++) out[n * Kp + k] = xat(s, n, k);
-}
-
-/* [tiles][Kp][BTILE] fp32: 16 batch rows side by side per column, zero padded. */
-static void prep_tiles(const xsrc *s, int64_t N, int64_t K, int64_t Kp, float *out) {
-    int64_t tiles = (N + BTILE - 1) / BTILE;
-    memset(out, 0, sizeof(float) * (size_t)(tiles * Kp * BTILE));
-    for (int64_t n = 0; n < N; n++) {
-        float *o = out + (n / BTILE) * Kp * BTILE + (n % BTILE);
-        for (int64_t k = 0; k < K; k++) o[k * BTILE] = xat(s, n, k);
-    }
-}
-
-/* fp32 x de-interleaved per 32 columns: 16 even columns, then 16 odd (AVX-512 bf16 SpMV). */
-static void prep_evenodd(const xsrc *s, int64_t K, int64_t Kp, float *out) {
-    memset(out, 0, sizeof(float) * (size_t)Kp);
-    for (int64_t k = 0; k < K; k++) out[(k & ~31) + ((k & 1) << 4) + ((k & 31) >> 1)] = xat(s, 0, k);
-}
-
-/* 16-bit symmetric quantization of x, stored as u8 digits lo = q & 255 and hi = (q >> 8) + 128. */
-static void prep_q16(const xsrc *s, int64_t K, int64_t Kp, uint8_t *lo, uint8_t *hi, float *scale) {
-    float amax = 0.f;
-    for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(xat(s, 0, k)));
-    float sx = amax > 0.f ? amax / 32767.f : 1.f, inv = 1.f / sx;
-    memset(lo, 0, (size_t)Kp);
-    memset(hi, 128, (size_t)Kp);
-    for (int64_t k = 0; k < K; k++) {
-        int32_t q = (int32_t)lrintf(xat(s, 0, k) * inv);
-        q = q > 32767 ? 32767 : (q < -32767 ? -32767 : q);
-        int32_t l = q & 255;
-        lo[k] = (uint8_t)l;
-        hi[k] = (uint8_t)((q - l) / 256 + 128);
-    }
-    *scale = sx;
-}
-
-typedef struct {
-    sp_job job;
-    sp_kernel kern;
-} task;
-
-static void run_task(const void *arg, int64_t r0, int64_t r1) {
-    const task *tk = (const task *)arg;
-    tk->kern(&tk->job, r0, r1);
-}
+static const char CAPSULE[] = "sparseft.runtime.weight";
 
 static PyObject *py_best_isa(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return PyLong_FromLong(best_isa());
+    return PyLong_FromLong(sp_best_isa());
 }
 
 static PyObject *py_amx_available(PyObject *self, PyObject *args) {
@@ -91,120 +30,123 @@ static PyObject *py_amx_available(PyObject *self, PyObject *args) {
     return PyBool_FromLong(sp_amx_available());
 }
 
-/* Smallest batch that runs the AMX kernels on the AVX-512 path, per value format; 0 = never. */
-static int amx_min_batch[3] = {0, 0, 0};
+static PyObject *py_formats(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    PyObject *out = PyTuple_New(FMT_COUNT);
+    if (!out) return NULL;
+    for (int i = 0; i < FMT_COUNT; i++) {
+        PyObject *row = Py_BuildValue("(siiO)", SP_FORMATS[i].name, i, SP_FORMATS[i].esize,
+                                      SP_FORMATS[i].has_scales ? Py_True : Py_False);
+        if (!row) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, row);
+    }
+    return out;
+}
 
 static PyObject *py_set_amx(PyObject *self, PyObject *args) {
     (void)self;
-    int bf16, i8;
-    if (!PyArg_ParseTuple(args, "ii", &bf16, &i8)) return NULL;
-    if ((bf16 > 0 || i8 > 0) && !sp_amx_available()) {
-        PyErr_SetString(PyExc_ValueError, "_kernels.set_amx: AMX is not available on this CPU / OS");
+    int fmt, min_batch;
+    if (!PyArg_ParseTuple(args, "ii", &fmt, &min_batch)) return NULL;
+    if (fmt < 0 || fmt >= FMT_COUNT || (min_batch > 0 && (!sp_amx_available() || (fmt != FMT_BF16 && fmt != FMT_I8)))) {
+        PyErr_SetString(PyExc_ValueError, "_kernels.set_amx: AMX runs bf16 / int8 values only, on CPUs with AMX");
         return NULL;
     }
-    amx_min_batch[FMT_BF16] = bf16 > 0 ? bf16 : 0;
-    amx_min_batch[FMT_I8] = i8 > 0 ? i8 : 0;
+    sp_amx_min_batch[fmt] = min_batch > 0 ? min_batch : 0;
     Py_RETURN_NONE;
 }
 
-static PyObject *py_matmul(PyObject *self, PyObject *args) {
+static void free_weight(PyObject *capsule) { free(PyCapsule_GetPointer(capsule, CAPSULE)); }
+
+static PyObject *py_pack(PyObject *self, PyObject *args) {
     (void)self;
-    int fmt, isa, nthreads, delta = 0;
-    long long M, K, KW, mask, vals, rowptr, scales, rowsum, bias, x, N, sr, sc, y;
-    if (!PyArg_ParseTuple(args, "iiLLLLLLLLLLLLLLi|p", &fmt, &isa, &M, &K, &KW, &mask, &vals, &rowptr, &scales,
-                          &rowsum, &bias, &x, &N, &sr, &sc, &y, &nthreads, &delta))
+    int fmt, delta;
+    long long M, K, mask, vals, rowptr, scales, rowsum, bias;
+    if (!PyArg_ParseTuple(args, "ipLLLLLLLL", &fmt, &delta, &M, &K, &mask, &vals, &rowptr, &scales, &rowsum,
+                          &bias))
         return NULL;
-    if (fmt < 0 || fmt > 2 || isa < 0 || isa > best_isa() || M < 0 || K < 0 || KW * 64 < K || N < 0) {
-        PyErr_SetString(PyExc_ValueError, "_kernels.matmul: bad format, ISA or sizes");
+    if (fmt < 0 || fmt >= FMT_COUNT || M < 0 || K < 0 || (M > 0 && (!mask || !vals || !rowptr)) ||
+        (SP_FORMATS[fmt].has_scales != (scales != 0)) || (fmt == FMT_I8 && M > 0 && !rowsum)) {
+        PyErr_SetString(PyExc_ValueError, "_kernels.pack: bad format, sizes, or missing scales / row sums");
+        return NULL;
+    }
+    sp_weight *w = (sp_weight *)calloc(1, sizeof(sp_weight));
+    if (!w) return PyErr_NoMemory();
+    w->fmt = fmt;
+    w->delta = delta;
+    w->M = M; w->K = K; w->KW = (K + 63) / 64;
+    w->mask = (const void *)(intptr_t)mask;
+    w->vals = (const void *)(intptr_t)vals;
+    w->rowptr = (const int64_t *)(intptr_t)rowptr;
+    w->scales = (const float *)(intptr_t)scales;
+    w->rowsum = (const int32_t *)(intptr_t)rowsum;
+    w->bias = (const float *)(intptr_t)bias;
+    PyObject *cap = PyCapsule_New(w, CAPSULE, free_weight);
+    if (!cap) free(w);
+    return cap;
+}
+
+/* METH_FASTCALL: decode calls this ~120 times per token, so no argument tuple is built. */
+static PyObject *py_linear(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "_kernels.linear takes 11 arguments");
+        return NULL;
+    }
+    const sp_weight *w = (const sp_weight *)PyCapsule_GetPointer(args[0], CAPSULE);
+    if (!w) return NULL;
+    long long v[8];
+    for (int i = 0; i < 8; i++) {
+        v[i] = PyLong_AsLongLong(args[i + 1]);
+        if (v[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    const long long x = v[0], N = v[1], sr = v[2], sc = v[3], y = v[4];
+    const int isa = (int)v[5], act = (int)v[7];
+    int nthreads = (int)v[6];
+    const double in_scale = PyFloat_AsDouble(args[9]);
+    if (in_scale == -1.0 && PyErr_Occurred()) return NULL;
+    const int raw_acc = PyObject_IsTrue(args[10]);
+    if (raw_acc < 0) return NULL;
+    int bad = isa < 0 || isa > sp_best_isa() || N < 0 || (N > 0 && w->M > 0 && (!x || !y)) || act < 0 || act > 1 || (raw_acc && !act);
+    if (act) bad = bad || w->fmt != FMT_I8 || w->delta || w->K > W8A8_MAX_K || !(in_scale >= 0.0);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError,
+                        "_kernels.linear: bad ISA, sizes or activation mode (int8 activations need int8 values, "
+                        "bitmask index, K <= 65536)");
         return NULL;
     }
     if (nthreads < 1) nthreads = 1;
     if (nthreads > 64) nthreads = 64;
-    if (M == 0 || N == 0) Py_RETURN_NONE;
-
-    task tk;
-    memset(&tk, 0, sizeof(tk));
-    sp_job *j = &tk.job;
-    j->fmt = fmt;
-    j->M = M; j->K = K; j->KW = KW; j->Kp = 64 * KW;
-    j->mask = (const uint64_t *)(intptr_t)mask;
-    j->vals = (const void *)(intptr_t)vals;
-    j->rowptr = (const int64_t *)(intptr_t)rowptr;
-    j->scales = (const float *)(intptr_t)scales;
-    j->rowsum = (const int32_t *)(intptr_t)rowsum;
-    j->bias = (const float *)(intptr_t)bias;
-    j->N = N;
-    j->y = (float *)(intptr_t)y;
-    xsrc src = {(const float *)(intptr_t)x, sr, sc};
-    const int64_t Kp = j->Kp;
-    /* AMX (set_amx): bf16 / int8 values, bitmask index; int8: int32 sums exact while K * 127 * 255 < 2^31. */
-    int use_amx = isa == ISA_AVX512 && !delta && amx_min_batch[fmt] > 0 && N >= amx_min_batch[fmt] &&
-                  (fmt != FMT_I8 || K <= 65536);
-    /* VNNI int32 partial sums stay exact only while K * 127 * 255 < 2^31. */
-    int use_spmv = !delta && isa == ISA_AVX512 && N == 1 && (fmt != FMT_I8 || K <= 65536);
-    int64_t tiles = (N + BTILE - 1) / BTILE;
-    size_t bytes = use_amx ? sp_amx_xbytes(fmt, N, Kp) : use_spmv ? (size_t)Kp * 4 + 64
-                   : (!delta && isa == ISA_AVX512 && N > SMALL_BATCH_MAX) ? sizeof(float) * (size_t)(tiles * Kp * BTILE)
-                                                                : sizeof(float) * (size_t)(N * Kp);
-    void *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!buf) return PyErr_NoMemory();
-
+    if (w->M == 0 || N == 0) Py_RETURN_NONE;
+    int rc;
+    const float *xp = (const float *)(intptr_t)x;
     Py_BEGIN_ALLOW_THREADS
-    if (use_amx) {
-        tk.kern = sp_spmm_amx;
-        sp_amx_prep_x(j, src.x, sr, sc, buf, nthreads);
-    } else if (use_spmv) {
-        tk.kern = sp_spmv_avx512;
-        if (fmt == FMT_F32) {
-            prep_rows(&src, 1, K, Kp, (float *)buf);
-            j->x32 = (const float *)buf;
-        } else if (fmt == FMT_BF16) {
-            prep_evenodd(&src, K, Kp, (float *)buf);
-            j->x32 = (const float *)buf;
-        } else {
-            uint8_t *lo = (uint8_t *)buf, *hi = lo + Kp;
-            float *sxp = (float *)(hi + Kp);
-            prep_q16(&src, K, Kp, lo, hi, sxp);
-            j->xq_lo = lo; j->xq_hi = hi; j->xscale = sxp;
-        }
-    } else if (delta) {
-        tk.kern = sp_delta_portable;
-        prep_rows(&src, N, K, Kp, (float *)buf);
-        j->x32 = (const float *)buf;
-    } else if (isa == ISA_AVX512 && N > SMALL_BATCH_MAX) {
-        tk.kern = sp_spmm_bcast_avx512;
-        prep_tiles(&src, N, K, Kp, (float *)buf);
-        j->x32 = (const float *)buf;
-    } else {
-        tk.kern = isa == ISA_AVX512 ? sp_spmm_small_avx512 : isa == ISA_AVX2 ? sp_spmm_avx2 : sp_spmm_portable;
-        prep_rows(&src, N, K, Kp, (float *)buf);
-        j->x32 = (const float *)buf;
-    }
-    static const int esz[3] = {4, 2, 1};
-    /* AMX works on 16-row tiles */
-    pool_run_rows(run_task, &tk, j->rowptr, M, KW, esz[fmt], use_amx ? 16 : 4, nthreads);
+    if (act) rc = sp_run_w8a8(w, xp, N, sr, sc, (void *)(intptr_t)y, isa, nthreads, (float)in_scale, raw_acc);
+    else rc = sp_run_fp(w, xp, N, sr, sc, (float *)(intptr_t)y, isa, nthreads);
     Py_END_ALLOW_THREADS
-    free(buf);
+    if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
-
-PyObject *py_w8a8_matmul(PyObject *self, PyObject *args); /* w8a8_module.c */
 
 static PyMethodDef methods[] = {
     {"best_isa", py_best_isa, METH_NOARGS, "best_isa() -> int: 2 = AVX-512, 1 = AVX2, 0 = portable C."},
     {"amx_available", py_amx_available, METH_NOARGS,
      "amx_available() -> bool: the CPU has AMX-TILE/BF16/INT8 and AVX512-BF16, and the OS granted the tiles."},
+    {"formats", py_formats, METH_NOARGS,
+     "formats() -> ((name, id, bytes per value, has_scales), ...): the value formats the kernels know."},
     {"set_amx", py_set_amx, METH_VARARGS,
-     "set_amx(min_batch_bf16, min_batch_int8): matmul on the AVX-512 path runs bf16 / int8 weights of the "
-     "bitmask index on the AMX kernels from these batch sizes on (0: never)."},
-    {"matmul", py_matmul, METH_VARARGS,
-     "matmul(fmt, isa, M, K, KW, mask, vals, rowptr, scales, rowsum, bias, x, N, x_row_stride, "
-     "x_col_stride, y, nthreads, delta=False): y[N][M] = x W^T + b. Addresses are ints (0 = none); "
-     "delta: mask is the uint8 gap index of the high-sparsity variant."},
-    {"w8a8_matmul", py_w8a8_matmul, METH_VARARGS,
-     "w8a8_matmul(isa, M, K, KW, mask, vals, rowptr, scales, rowsum, bias, x, N, x_row_stride, x_col_stride, "
-     "y, nthreads, in_scale=0.0, raw_acc=False): int8 weights x int8 activations (per token, or in_scale "
-     "> 0: static), y fp32 [N][M]; raw_acc: y is int32 [N][M] of the integer dot products."},
+     "set_amx(fmt_id, min_batch): on the AVX-512 path, run this format's weights (bf16 / int8, bitmask index) "
+     "on the AMX kernels from min_batch rows of x on (0: never)."},
+    {"pack", py_pack, METH_VARARGS,
+     "pack(fmt_id, delta, M, K, mask, vals, rowptr, scales, rowsum, bias) -> handle: a weight's kernel "
+     "arguments (addresses as ints, 0 = none; delta: mask is the uint8 gap index)."},
+    {"linear", (PyCFunction)(void (*)(void))py_linear, METH_FASTCALL,
+     "linear(handle, x, N, x_row_stride, x_col_stride, y, isa, nthreads, act, in_scale, raw_acc): "
+     "y[N][M] = x W^T + b for fp32 x. act 0: fp32 activations; 1: int8 activations (in_scale 0: per token, "
+     "> 0: static), y fp32, or with raw_acc the int32 [N][M] integer dot products."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kernels", "Sparse bitmask kernels (C).", -1, methods,

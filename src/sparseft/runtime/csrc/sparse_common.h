@@ -2,9 +2,12 @@
  *
  * Weight layout (see format.py for the full description): a row-major bitmask of M rows, KW 64-bit
  * words per row (bit j of word w = column 64*w + j is stored), the nonzero values packed row by row in
- * column order, and rowptr[r] = index of row r's first value. Values are fp32, bf16 (raw uint16 bits)
- * or int8 with one fp32 scale per row. The values buffer carries 64 bytes of padding at its end so the
- * AVX2 path may over-read a partial vector.
+ * column order, and rowptr[r] = index of row r's first value. Values are fp32, bf16 (raw uint16 bits),
+ * int8 with one fp32 scale per row, or fp16 (IEEE half bits). The values buffer carries 64 bytes of
+ * padding at its end so the AVX2 path may over-read a partial vector.
+ *
+ * Adding a value format: a FMT_ id and its SP_FORMATS row here, a case in sp_load_val (portable and
+ * delta kernels) and in the decode step of each vector kernel (kern_avx2.c, kern_avx512_*.c).
  */
 #ifndef SPARSEFT_SPARSE_COMMON_H
 #define SPARSEFT_SPARSE_COMMON_H
@@ -12,8 +15,86 @@
 #include <stdint.h>
 #include <stddef.h>
 
-enum { FMT_F32 = 0, FMT_BF16 = 1, FMT_I8 = 2 };
+#include <string.h>
+
+/* Kernel ids of the value formats and their table: name, bytes per value, per-row scales. The Python
+ * registry (sparseft/runtime/formats.py) checks its formats against this table (_kernels.formats())
+ * at import, so neither side relies on an order. */
+enum { FMT_F32 = 0, FMT_BF16 = 1, FMT_I8 = 2, FMT_F16 = 3, FMT_COUNT = 4 };
+static const struct {
+    const char *name;
+    int esize, has_scales;
+} SP_FORMATS[FMT_COUNT] = {
+    [FMT_F32] = {"fp32", 4, 0},
+    [FMT_BF16] = {"bf16", 2, 0},
+    [FMT_I8] = {"int8", 1, 1},
+    [FMT_F16] = {"fp16", 2, 0},
+};
+#define SP_ESIZE(fmt) (SP_FORMATS[fmt].esize)
 enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+
+/* The best code path this CPU runs (cpu.c; the one place CPU features are read). AVX-512 needs
+ * F/BW/VL/DQ/VBMI2/VNNI; AVX2 needs AVX2/FMA/F16C. */
+int sp_best_isa(void);
+
+/* A weight, packed once per layer by _kernels.pack (module.c): sizes and raw addresses. */
+typedef struct {
+    int fmt, delta;                /* delta: mask holds the uint8 gap index (kern_delta.c) */
+    int64_t M, K, KW;
+    const void *mask;
+    const void *vals;
+    const int64_t *rowptr;
+    const float *scales;           /* per-row value scales (int8), NULL when the format has none */
+    const int32_t *rowsum;         /* int8: sum of each row's values, NULL otherwise */
+    const float *bias;             /* NULL when absent */
+} sp_weight;
+
+/* y[N][M] = x W^T + b with fp32 x (element strides sr, sc); returns 0, or -1 when out of memory. */
+int sp_run_fp(const sp_weight *w, const float *x, int64_t N, int64_t sr, int64_t sc, float *y, int isa,
+              int nthreads);
+/* W8A8 (w8a8_run.c): x quantized to int8 per token (in_scale 0) or with in_scale; y fp32, or int32
+ * accumulators when raw_acc. Returns 0, or -1 when out of memory. */
+int sp_run_w8a8(const sp_weight *w, const float *x, int64_t N, int64_t sr, int64_t sc, void *y, int isa,
+                int nthreads, float in_scale, int raw_acc);
+
+/* IEEE half bits to float, exact (subnormals, inf and NaN included): the portable decoder of fp16. */
+static inline float sp_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (!man) {
+        bits = sign;
+    } else { /* subnormal: normalize */
+        int e = 113;
+        while (!(man & 0x400u)) {
+            man <<= 1;
+            e--;
+        }
+        bits = sign | ((uint32_t)e << 23) | ((man & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float sp_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Stored value i of a row's format, as fp32 (int8: before its row scale). */
+static inline float sp_load_val(int fmt, const void *vals, int64_t i) {
+    switch (fmt) {
+    case FMT_F32: return ((const float *)vals)[i];
+    case FMT_BF16: return sp_bf16_to_f32(((const uint16_t *)vals)[i]);
+    case FMT_I8: return (float)((const int8_t *)vals)[i];
+    default: return sp_f16_to_f32(((const uint16_t *)vals)[i]);
+    }
+}
 
 /* Batch sizes above this use the nonzero-list ("broadcast") kernel on AVX-512. */
 #define SMALL_BATCH_MAX 12
@@ -26,7 +107,7 @@ typedef struct {
     const uint64_t *mask;          /* delta index: uint8 gaps instead (see kern_delta.c) */
     const void *vals;
     const int64_t *rowptr;
-    const float *scales;           /* int8: one per row */
+    const float *scales;           /* int8: one per row; NULL for formats without scales */
     const int32_t *rowsum;         /* int8: sum of the row's int8 values (VNNI offset correction) */
     const float *bias;             /* NULL when absent */
     int64_t N;                     /* batch rows of x */
@@ -40,9 +121,9 @@ typedef struct {
 
 typedef void (*sp_kernel)(const sp_job *job, int64_t r0, int64_t r1);
 
-/* Epilogue shared by all kernels: y[n][r] = acc * (int8 scale) + bias. */
+/* Epilogue shared by all kernels: y[n][r] = acc * (row scale, formats with scales) + bias. */
 static inline void sp_store(const sp_job *j, int64_t n, int64_t r, float acc) {
-    if (j->fmt == FMT_I8) acc *= j->scales[r];
+    if (j->scales) acc *= j->scales[r];
     if (j->bias) acc += j->bias[r];
     j->y[n * j->M + r] = acc;
 }

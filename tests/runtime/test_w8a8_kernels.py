@@ -9,26 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from runtime_helpers import masked
 
 from sparseft.errors import ConfigError
 from sparseft.quant import quantize_activation, quantize_per_token, quantize_weight
 from sparseft.runtime.format import compress
-from sparseft.runtime.kernels import ISAS, best_isa, forced_isa, set_num_threads, sparse_matmul_w8a8
-
-AVAILABLE = [isa for isa in ISAS if ISAS.index(isa) <= ISAS.index(best_isa())]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request: pytest.FixtureRequest) -> str:
-    if request.param not in AVAILABLE:
-        pytest.skip(f"this CPU cannot run the {request.param} path")
-    return request.param
-
-
-def masked(shape: tuple[int, int], sparsity: float, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(shape, generator=g)
-    return w * (torch.rand(shape, generator=g) >= sparsity)
+from sparseft.runtime.kernels import forced_isa, set_num_threads, sparse_matmul_w8a8
 
 
 def reference(x: torch.Tensor, w: torch.Tensor, bias=None, input_scale=None):

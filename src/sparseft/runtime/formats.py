@@ -1,0 +1,193 @@
+"""The registry of compressed value formats: one `ValueFormat` per name (fp32, bf16, int8, fp16).
+
+A format says how the stored values of a sparse weight are encoded: their dtype, how dense fp32
+weights become stored values (``encode``, with per-row scales for int8) and back (``decode``), what
+its tensors must look like (``validate``), its bytes per value and the id of its C kernels. Everything
+else (`compress`, `CompressedWeight`, `SparseLinear`, checkpoints, the converter) finds formats here:
+
+    >>> get_format("int8").has_scales, get_format("bf16").value_bytes
+    (True, 2)
+    >>> FORMATS
+    ('fp32', 'bf16', 'int8', 'fp16')
+
+Adding a format (see `Fp16`): a subclass registered with ``register_format``, plus its C decode step in
+each kernel (csrc/sparse_common.h lists where) and its row in the C table ``SP_FORMATS`` (module.c);
+`check_kernel_table` (run when the kernels are imported) refuses a registry and C table that disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from sparseft.errors import ConfigError
+
+FP16_MAX = 65504.0
+
+
+class ValueFormat:
+    """Base of the value formats: plain float values with no scales (subclass and register an instance).
+
+    Class attributes a format sets: ``name``, ``dtype`` (of the stored values), ``kernel_id`` (the C
+    enum value), ``delta_below`` (density below which ``index="auto"`` picks the delta index),
+    ``amx_min_batch`` (smallest batch run on the AMX kernels in "auto" mode; 0 = never),
+    ``int_sum_max_k`` (integer values: the widest input whose int32 sums in the VNNI / AMX / W8A8 kernels
+    stay exact; None for float values), and the capabilities ``has_scales`` (per-row fp32 scales) and ``supports_int8_activations`` (W8A8 kernels)."""
+
+    name: str
+    dtype: torch.dtype
+    kernel_id: int
+    delta_below: float = 0.05
+    amx_min_batch: int = 0
+    int_sum_max_k: int | None = None
+    has_scales: bool = False
+    supports_int8_activations: bool = False
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes per stored value."""
+        return torch.empty(0, dtype=self.dtype).element_size()
+
+    def encode(self, w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stored values of every entry of ``w`` (M, K) fp32, in ``dtype``; per-row scales or empty)."""
+        if scales is not None:
+            raise ConfigError(f"scales apply to int8 values only, not {self.name}")
+        return w.to(self.dtype), torch.zeros(0, dtype=torch.float32)
+
+    def decode(self, values: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """fp32 weights of stored ``values`` (``rows``: the row of each value, for per-row scales)."""
+        return values.float()
+
+    def row_sums(self, values: torch.Tensor, rowptr: torch.Tensor) -> torch.Tensor:
+        """Per-row sums the kernels need (int8: the VNNI offset correction); empty int32 otherwise."""
+        return torch.zeros(0, dtype=torch.int32)
+
+    def validate(self, values: torch.Tensor, scales: torch.Tensor, rows: int) -> None:
+        """Raise ConfigError unless ``values`` / ``scales`` are this format's dtypes and sizes."""
+        if values.dtype != self.dtype:
+            raise ConfigError(f"{self.name} values must be {self.dtype}, got {values.dtype}")
+        want = rows if self.has_scales else 0
+        if scales.dtype != torch.float32 or scales.dim() != 1 or scales.numel() != want:
+            raise ConfigError(
+                f"{self.name} weights need {want} float32 scales, got {scales.dtype} {tuple(scales.shape)}"
+            )
+
+    def __repr__(self) -> str:
+        return f"<value format {self.name}>"
+
+
+class Fp32(ValueFormat):
+    """fp32 values, stored exactly."""
+
+    name, dtype, kernel_id, delta_below = "fp32", torch.float32, 0, 0.10
+
+
+class Bf16(ValueFormat):
+    """bf16 values (rounded to nearest even); AMX from 4 rows of x."""
+
+    name, dtype, kernel_id, delta_below, amx_min_batch = "bf16", torch.bfloat16, 1, 0.05, 4
+
+
+class Int8(ValueFormat):
+    """Symmetric per-row int8: ``W[r, c] = q * scales[r]``, ``scales[r] = max|W[r]| / 127`` unless given.
+
+    The only format the W8A8 kernels (int8 activations) run; AMX from 3 rows of x."""
+
+    name, dtype, kernel_id, delta_below, amx_min_batch = "int8", torch.int8, 2, 0.02, 3
+    int_sum_max_k = 65536  # K * 127 * 255 < 2^31
+    has_scales = True
+    supports_int8_activations = True
+
+    def encode(self, w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q = round(w / s) per row; given scales (a quantized model's, e.g. GPTQ's, where a row's largest
+        |q| may be below 127) are kept as they are, so a weight already on the grid q * s gets back its q."""
+        if scales is None:
+            amax = w.abs().amax(dim=1)
+            scales = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        else:
+            scales = _row_scales(scales, w.shape[0])
+        q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+        return q, scales.float()
+
+    def decode(self, values: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return values.float() * scales[rows]
+
+    def row_sums(self, values: torch.Tensor, rowptr: torch.Tensor) -> torch.Tensor:
+        m = rowptr.numel() - 1
+        rows = torch.repeat_interleave(torch.arange(m), rowptr.diff())
+        nnz = int(rowptr[-1])
+        return torch.zeros(m, dtype=torch.int64).index_add_(0, rows, values[:nnz].long()).int()
+
+
+class Fp16(ValueFormat):
+    """IEEE half values (round to nearest even), decoded with vcvtph2ps (AVX-512 / F16C) or portable C.
+
+    More mantissa than bf16 (11 bits vs 8) for weights within +-65504; larger weights are refused."""
+
+    name, dtype, kernel_id, delta_below = "fp16", torch.float16, 3, 0.05
+
+    def encode(self, w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        big = w.abs().max() if w.numel() else torch.tensor(0.0)
+        if bool(big > FP16_MAX):  # would become inf (NaN stays NaN, as in the other float formats)
+            raise ConfigError(f"fp16 values hold |w| <= {FP16_MAX:g}, got a weight of {float(big):g}; use bf16")
+        return super().encode(w, scales)
+
+
+_REGISTRY: dict[str, ValueFormat] = {}
+
+
+def register_format(fmt: ValueFormat) -> ValueFormat:
+    """Add a format under ``fmt.name``; its kernel id must be new. Returns it (usable as a decorator
+    target: ``register_format(MyFormat())``)."""
+    if fmt.name in _REGISTRY:
+        raise ConfigError(f"value format {fmt.name!r} is registered already")
+    if any(f.kernel_id == fmt.kernel_id for f in _REGISTRY.values()):
+        raise ConfigError(f"kernel id {fmt.kernel_id} of {fmt.name!r} is taken")
+    _REGISTRY[fmt.name] = fmt
+    return fmt
+
+
+def get_format(name: str | ValueFormat) -> ValueFormat:
+    """The registered format ``name`` (a ValueFormat is returned as is); ConfigError if unknown."""
+    if isinstance(name, ValueFormat):
+        return name
+    fmt = _REGISTRY.get(name)
+    if fmt is None:
+        raise ConfigError(f"unknown weight format {name!r}; expected one of {', '.join(_REGISTRY)}")
+    return fmt
+
+
+def format_names() -> tuple[str, ...]:
+    """Names of the registered formats, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def check_kernel_table(table: Sequence[tuple[str, int, int, bool]]) -> None:
+    """Raise ImportError unless the C kernels' table ((name, id, bytes, has_scales), ...) and the registry
+    describe the same formats: an id of one side never silently means another format on the other."""
+    c_side = {name: (kid, size, bool(scales)) for name, kid, size, scales in table}
+    py_side = {f.name: (f.kernel_id, f.value_bytes, f.has_scales) for f in _REGISTRY.values()}
+    if c_side != py_side:
+        raise ImportError(
+            f"the C kernels' formats {c_side} do not match the registry {py_side}: rebuild the extension "
+            "(python setup.py build_ext --inplace) or fix the format ids"
+        )
+
+
+def _row_scales(scales: torch.Tensor, m: int) -> torch.Tensor:
+    """(m,) fp32 scales from per-row ((m,) or (m, 1)) or per-tensor (one element) scales."""
+    s = scales.detach().to("cpu", torch.float32).reshape(-1)
+    if s.numel() == 1:
+        s = s.expand(m)
+    if s.numel() != m:
+        raise ConfigError(f"expected {m} per-row int8 scales or one per-tensor scale, got {s.numel()}")
+    if not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
+        raise ConfigError("int8 scales must be positive and finite")
+    return s.contiguous()
+
+
+for _fmt in (Fp32(), Bf16(), Int8(), Fp16()):
+    register_format(_fmt)
+
+FORMATS = format_names()  # the built-in formats; format_names() also lists ones registered later
