@@ -66,7 +66,15 @@ Sources = Annotated[
 ]
 NM = Annotated[str | None, AfterValidator(_check_nm), Field(description="N:M pattern, e.g. '2:4' (keep N of M)")]
 Dtype = Literal["float32", "bfloat16"]
-Values = Literal["fp32", "bf16", "int8"]
+def _check_values(value: str) -> str:
+    from sparseft.runtime.formats import format_names
+
+    if value not in format_names():
+        raise ValueError(f"unknown value format {value!r}; the runtime's formats: {', '.join(format_names())}")
+    return value
+
+
+Values = Annotated[str, AfterValidator(_check_values), Field(description="a value format of the runtime's registry")]
 
 
 class LayerSelection(Strict):

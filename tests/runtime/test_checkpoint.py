@@ -45,7 +45,8 @@ def test_save_replaces_existing_folder(saved, tmp_path: Path) -> None:
     target = tmp_path / "m"
     save_compressed(model, target)
     save_compressed(model, target)
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "sparseft.json"]
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "generation_config.json", "model.safetensors",
+                                                         "sparseft.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temp folders left behind
 
 

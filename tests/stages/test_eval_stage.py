@@ -37,3 +37,23 @@ def test_eval_reports_each_source_with_its_tokens(tmp_path):
     assert set(record["perplexity"]) == {"fortunes", str(tmp_path / "a.txt")}
     assert record["texts"][str(tmp_path / "a.txt")] == 2 and record["tokens"][str(tmp_path / "a.txt")] > 20
     assert (tmp_path / "out" / "stage.json").is_file()
+
+
+def test_a_compressed_checkpoint_carries_its_tokenizer_and_scores_like_its_source(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sparseft.settings import CompressSettings, PruneSettings
+    from sparseft.stages import run_compress, run_prune
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path / "dense")
+    byte_tokenizer().save_pretrained(tmp_path / "dense")
+    run_prune(PruneSettings(sparsity=0.6), StageIO(str(tmp_path / "dense"), tmp_path / "pruned"))
+    run_compress(CompressSettings(values="fp32"), StageIO(str(tmp_path / "pruned"), tmp_path / "c"))
+    assert (tmp_path / "c" / "tokenizer.json").is_file()
+    settings = EvalSettings(data=["fortunes"], max_texts=4, seqlen=64)
+    source = run_eval(settings, StageIO(str(tmp_path / "pruned")))
+    compressed = run_eval(settings, StageIO(str(tmp_path / "c")))  # no tokenizer given: its own
+    assert compressed["tokens"] == source["tokens"]
+    assert compressed["perplexity"]["fortunes"] == pytest.approx(source["perplexity"]["fortunes"], rel=1e-5)
+    assert compressed["sparsity"] == pytest.approx(0.6, abs=0.01)

@@ -29,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (replaced atomically if it exists)")
     p.add_argument(
-        "--format", "--values", dest="format", default="int8", choices=["fp32", "bf16", "int8"],
-        help="value type (default int8)",
+        "--format", "--values", dest="format", default="int8", metavar="FORMAT",
+        help="value type: fp32, bf16, fp16 or int8, or any format registered in sparseft.runtime.formats "
+             "(default int8)",
     )
     p.add_argument(
         "--min-sparsity", type=float, default=0.0,

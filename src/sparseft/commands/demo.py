@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default="smollm2-135m", help="packaged name or model folder (default smollm2-135m)")
     parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity (default 0.5)")
     parser.add_argument("--steps", type=int, default=20, help="fine-tuning steps (default 20)")
-    parser.add_argument("--values", choices=["fp32", "bf16", "int8"], default="bf16",
+    parser.add_argument("--values", default="bf16", metavar="FORMAT",
                         help="value type of the compressed weights (default bf16)")
     parser.add_argument("--texts", type=int, default=50, help="held-out texts per test split for perplexity (default 50)")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens in the decode benchmark (default 32)")

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sparseft.atomic import atomic_folder
 from sparseft.errors import CheckpointError, ConfigError
 from sparseft.runtime.formats import get_format
 from sparseft.runtime.kernels import ACT_MODES
@@ -68,46 +66,30 @@ def _layer_record(module: SparseLinear) -> dict[str, Any]:
     }
 
 
-def save_compressed(model: nn.Module, out_dir: str | Path) -> Path:
-    """Write ``model`` (with SparseLinear layers) to ``out_dir``; replaces an existing folder atomically."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+def save_compressed(model: nn.Module, out_dir: str | Path, *, tokenizer: Any = None) -> Path:
+    """Write ``model`` (with SparseLinear layers) to ``out_dir``, with its config, generation config and
+    ``tokenizer`` (or processor) when given, so the folder loads and generates on its own; an existing
+    folder is replaced atomically."""
     tensors, aliases = _dedupe(model.state_dict())
     layers = {n: _layer_record(m) for n, m in model.named_modules() if isinstance(m, SparseLinear)}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if getattr(model, "config", None) is not None:
             model.config.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None and model.can_generate():
+            model.generation_config.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
         meta = {
             "format": FORMAT_NAME,
             "version": VERSION,
+            "architecture": type(model).__name__,
             "layers": layers,
             "aliases": aliases,
-            "files": {
-                WEIGHTS_FILE: {
-                    "bytes": (tmp / WEIGHTS_FILE).stat().st_size,
-                    "sha256": _sha256(tmp / WEIGHTS_FILE),
-                }
-            },
+            "files": {WEIGHTS_FILE: {"bytes": (tmp / WEIGHTS_FILE).stat().st_size, "sha256": _sha256(tmp / WEIGHTS_FILE)}},
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move src to dst; an existing dst is moved aside first and deleted only after the swap."""
-    old = None
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
-        os.replace(dst, old / "x")
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return Path(out_dir)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -165,15 +147,19 @@ def _record_format(name: str, rec: dict[str, Any]) -> str:
 
 
 def load_compressed(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Load a folder written by ``save_compressed`` into an HF causal LM with SparseLinear layers.
+    """Load a folder written by ``save_compressed`` as its architecture's HF class (causal LM, seq2seq,
+    speech seq2seq) with SparseLinear layers and its generation config.
 
     Raises CheckpointError when a file is missing, truncated, altered or does not fit the config."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from sparseft.models.loading import model_class_for
 
     folder = Path(path)
     meta = read_meta(folder)
     config = AutoConfig.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model = model_class_for(config).from_config(config, dtype=dtype)
+    _load_generation_config(model, folder)
     for name, rec in meta["layers"].items():
         shell = SparseLinear.empty(
             rec["shape"][0], rec["shape"][1], rec["nnz"], _record_format(name, rec), rec["bias"],
@@ -197,3 +183,10 @@ def load_compressed(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     return model.eval()
+
+
+def _load_generation_config(model: nn.Module, folder: Path) -> None:
+    from transformers import GenerationConfig
+
+    if (folder / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(folder)

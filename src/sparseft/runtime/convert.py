@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sparseft.errors import ConfigError
+from sparseft.models.walk import is_prunable
 from sparseft.runtime.formats import get_format
 from sparseft.runtime.linear import SparseLinear, dense_weight
 
@@ -38,7 +39,7 @@ class Int8Spec:
 
 
 def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (type(module).__name__ == "Conv1D" and hasattr(module, "nf"))
+    return is_prunable(module)
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:

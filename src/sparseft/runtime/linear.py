@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from sparseft.errors import ConfigError
+from sparseft.models.layers import weight_matrix
+from sparseft.models.walk import is_prunable
 from sparseft.runtime import ops
 from sparseft.runtime.format import CompressedWeight, compress
 from sparseft.runtime.kernels import ACT_MODES, WeightHandle, check_w8a8, linear, row_sums
@@ -39,11 +41,9 @@ _HANDLE_BUFFERS = frozenset({"mask", "values", "rowptr", "scales", "rowsum", "bi
 
 def dense_weight(module: nn.Module) -> torch.Tensor:
     """The (out_features, in_features) weight of an nn.Linear or a transformers Conv1D."""
-    if isinstance(module, nn.Linear):
-        return module.weight
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-        return module.weight.t()  # Conv1D stores (in, out) and computes x @ W
-    raise ConfigError(f"cannot make {type(module).__name__} sparse: expected nn.Linear or Conv1D")
+    if not is_prunable(module):
+        raise ConfigError(f"cannot make {type(module).__name__} sparse: expected nn.Linear or Conv1D")
+    return weight_matrix(module)  # the one place that knows Conv1D stores (in, out)
 
 
 @dataclass(frozen=True)

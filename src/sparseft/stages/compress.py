@@ -21,20 +21,23 @@ def run_compress(settings: CompressSettings, io: StageIO) -> dict:
     """Swap the pruned Linears of `io.input` for SparseLinear and save a compressed checkpoint."""
     from sparseft.quant.to_runtime import folder_int8_specs
     from sparseft.runtime import save_compressed, sparsify_model
+    from sparseft.runtime.formats import get_format
 
     out = io.require_output("compress")
-    model, _ = load_input(io, dtype="float32")
+    model, tokenizer = load_input(io, dtype="float32")
     masks = input_masks(io)
     is_folder = Path(io.input).is_dir()
     int8 = folder_int8_specs(io.input) if is_folder else {}
-    fmt = "fp32" if int8 and settings.values == "int8" else settings.values
+    # With a quantized input the int8 layers keep their own values and scales; the layers its quantize
+    # stage left in full precision must not be quantized here either.
+    fmt = "fp32" if int8 and get_format(settings.values).has_scales else settings.values
     names = sparsify_model(model, fmt, masks=masks, min_sparsity=settings.min_sparsity, int8=int8)
     if not names:
         raise ModelError(
             f"no Linear layer of {io.input} has more than {settings.min_sparsity:.0%} zeros; "
             "prune it first (sparseft prune) or lower --min-sparsity"
         )
-    save_compressed(model, out)
+    save_compressed(model, out, tokenizer=tokenizer)
     size = folder_bytes(out)
     dense = sum(f.stat().st_size for f in Path(io.input).glob("*.safetensors") if f.name != MASKS_FILE) if is_folder else 0
     record = stage_record(
