@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 
-def _tiny_configs():
+def _tiny_configs() -> dict[str, tuple[type, dict]]:
+    """family -> (config class, keyword arguments): kept as arguments so overrides rebuild derived fields."""
     from transformers import (
         GPT2Config,
         LlamaConfig,
@@ -19,39 +20,45 @@ def _tiny_configs():
         WhisperConfig,
     )
 
+    decoder = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 128}
     return {
-        "gpt2": GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=128),
-        "llama": LlamaConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=128, max_position_embeddings=128,
-        ),
-        "mpt": MptConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=128, max_seq_len=128, expansion_ratio=2),
-        "opt": OPTConfig(
-            hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=128,
-            max_position_embeddings=128, word_embed_proj_dim=64,
-        ),
-        "qwen2": Qwen2Config(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=128, max_position_embeddings=128,
-        ),
-        "t5": T5Config(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4, vocab_size=128),
-        "whisper": WhisperConfig(
-            d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
-            encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=128, num_mel_bins=16, max_source_positions=32,
-            max_target_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
-        ),
-    }
+        "gpt2": (GPT2Config, {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 128, "n_positions": 128}),
+        "llama": (LlamaConfig, decoder),
+        "mpt": (MptConfig, {"d_model": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 128, "max_seq_len": 128,
+                            "expansion_ratio": 2}),
+        "opt": (OPTConfig, {"hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                            "vocab_size": 128, "max_position_embeddings": 128, "word_embed_proj_dim": 64}),
+        "qwen2": (Qwen2Config, decoder),
+        "t5": (T5Config, {"d_model": 64, "d_ff": 128, "d_kv": 16, "num_layers": 2, "num_decoder_layers": 2,
+                          "num_heads": 4, "vocab_size": 128}),
+        "whisper": (WhisperConfig, {
+            "d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "vocab_size": 128,
+            "num_mel_bins": 16, "max_source_positions": 32, "max_target_positions": 32, "pad_token_id": 0,
+            "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 1,
+        }),
+    }  # fmt: skip
 
 
 TINY_FAMILIES = ["gpt2", "llama", "mpt", "opt", "qwen2", "t5", "whisper"]
 
 
-def build_tiny_model(family: str, seed: int = 0):
-    """A tiny random model of `family` with its task head, in eval mode."""
+def tiny_config(family: str, **overrides):
+    """The tiny config of `family`, with `overrides` (e.g. vocab_size=260 for the byte tokenizer)."""
+    cls, kwargs = _tiny_configs()[family]
+    return cls(**{**kwargs, **overrides})
+
+
+def build_tiny_model(family: str, seed: int = 0, **overrides):
+    """A tiny random model of `family` with its task head, in eval mode (`overrides` go to its config).
+
+    >>> build_tiny_model("llama", vocab_size=260, hidden_size=32, intermediate_size=64)
+    """
     from sparseft.models.loading import model_class_for
 
     torch.manual_seed(seed)
-    config = _tiny_configs()[family]
+    config = tiny_config(family, **overrides)
     return model_class_for(config).from_config(config).eval()
 
 

@@ -3,10 +3,9 @@
 from dataclasses import dataclass
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from sparseft.evaluate.gsm import final_number, gsm_exact_match
-from tiny_models import byte_tokenizer
+from tiny_models import build_tiny_model, byte_tokenizer
 
 
 def test_final_number_follows_the_marker_then_the_last_number():
@@ -30,9 +29,7 @@ class Problem:
 
 
 def test_exact_match_scores_what_the_model_generates():
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    model = build_tiny_model("llama", vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=1)
     tok = byte_tokenizer()
     # A head that always prefers the byte "4": every greedy step writes it, whatever the prompt.
     head = torch.nn.Linear(32, 260)

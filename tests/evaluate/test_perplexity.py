@@ -5,21 +5,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from sparseft.errors import ConfigError
 from sparseft.evaluate.perplexity import perplexity_report, token_stream
-from tiny_models import byte_tokenizer
+from tiny_models import build_tiny_model, byte_tokenizer
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Pack my box with five dozen liquor jugs!"]
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    return LlamaForCausalLM(cfg).eval()
+    return build_tiny_model("llama", vocab_size=260, hidden_size=32, intermediate_size=64, max_position_embeddings=256)
 
 
 def _nll(model, context: list[int], target: int) -> float:

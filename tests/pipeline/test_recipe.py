@@ -54,12 +54,8 @@ def test_pipeline_runs_prune_then_oneshot_magnitude_and_resumes(tmp_path):
 @pytest.mark.packaged
 def test_every_stage_in_one_recipe(tmp_path, smollm2_tokenizer):
     """prune -> finetune (SquareHead) -> quantize -> compress -> eval on a small llama with SmolLM2's tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tokenizer = smollm2_tokenizer
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "dense")
+    build_tiny_model("llama", vocab_size=len(tokenizer), tie_word_embeddings=True).save_pretrained(tmp_path / "dense")
     tokenizer.save_pretrained(tmp_path / "dense")
     recipe = parse_recipe({
         "model": str(tmp_path / "dense"), "output": str(tmp_path / "run"),

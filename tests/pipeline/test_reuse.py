@@ -5,7 +5,6 @@ import json
 
 import pytest
 import yaml
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from sparseft.cli import main
 from sparseft.pipeline import run_recipe
@@ -44,9 +43,8 @@ def test_changed_settings_rerun_the_stage_and_those_after_it(tmp_path):
 
 @pytest.mark.packaged
 def test_demo_twice_reports_the_second_time(tmp_path, smollm2_tokenizer, capsys):
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(smollm2_tokenizer), max_position_embeddings=512)
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
+    build_tiny_model("llama", hidden_size=32, intermediate_size=64, vocab_size=len(smollm2_tokenizer),
+                     max_position_embeddings=512).save_pretrained(tmp_path / "tiny")
     smollm2_tokenizer.save_pretrained(tmp_path / "tiny")
     argv = ["demo", "--model", str(tmp_path / "tiny"), "--steps", "1", "--texts", "2", "--tokens", "2",
             "--out", str(tmp_path / "demo")]

@@ -4,45 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    T5Config,
-    T5ForConditionalGeneration,
-    WhisperConfig,
-    WhisperForConditionalGeneration,
-)
 
 from sparseft.errors import ConfigError
 from sparseft.models.walk import find_blocks, find_prunable, weight_matrix
 from sparseft.prune.capture import BlockCall, capture_stack_inputs
 from sparseft.prune.driver import oneshot
+from tiny_models import build_tiny_model
 
 VOCAB, SEQ = 96, 32
 
 
 def tiny(family: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if family == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=64, n_layer=2, n_head=4))
-    elif family == "llama":
-        cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-        model = LlamaForCausalLM(cfg)
-    elif family == "t5":
-        cfg = T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
-                       num_heads=4, decoder_start_token_id=0)
-        model = T5ForConditionalGeneration(cfg)
-    else:
-        cfg = WhisperConfig(vocab_size=VOCAB, d_model=64, encoder_layers=2, decoder_layers=2,
-                            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-                            decoder_ffn_dim=128, num_mel_bins=16, max_source_positions=16,
-                            max_target_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                            decoder_start_token_id=1)
-        model = WhisperForConditionalGeneration(cfg)
-    return model.eval()
+    sizes = {"gpt2": {"n_positions": 64}, "llama": {"max_position_embeddings": 64},
+             "t5": {}, "whisper": {"max_source_positions": 16}}[family]
+    return build_tiny_model(family, vocab_size=VOCAB, **sizes)
 
 
 def calib(family: str, n: int = 8, batch: int = 2, seed: int = 1) -> list[dict]:

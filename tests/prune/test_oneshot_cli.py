@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from sparseft.cli import main
 from sparseft.data.calibration import calibration_batches
@@ -15,15 +14,7 @@ from sparseft.data.sources import load_texts
 from sparseft.errors import ConfigError
 from sparseft.models import find_prunable, load_model
 from sparseft.prune.masks import load_masks
-
-
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab["<eos>"] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+from tiny_models import byte_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,9 @@ def masked(shape: tuple[int, int], sparsity: float, seed: int = 0) -> torch.Tens
 
 def tiny_llama(sparsity: float = 0.7, seed: int = 0):
     """A 2-layer random Llama (hidden 64) with its Linear weights randomly masked."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import build_tiny_model
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=256, tie_word_embeddings=True,
-    )  # fmt: skip
-    model = LlamaForCausalLM(cfg).eval()
+    model = build_tiny_model("llama", seed, vocab_size=256, tie_word_embeddings=True)
     with torch.no_grad():
         for name, mod in model.named_modules():
             if isinstance(mod, torch.nn.Linear) and not name.endswith("lm_head"):

@@ -9,6 +9,11 @@ from sparseft.stages import StageIO, run_eval
 from tiny_models import build_tiny_model, byte_tokenizer
 
 
+def byte_llama(**overrides):
+    """A tiny Llama whose vocabulary fits the byte tokenizer (260 ids)."""
+    return build_tiny_model("llama", **{"vocab_size": 260, "hidden_size": 32, "intermediate_size": 64, **overrides})
+
+
 def test_eval_without_a_tokenizer_fails_clearly(tmp_path, capsys):
     build_tiny_model("llama").save_pretrained(tmp_path / "m")
     with pytest.raises(ConfigError, match="needs a tokenizer"):
@@ -26,10 +31,7 @@ def test_eval_with_another_models_tokenizer_fails_clearly(tmp_path):
 
 
 def test_eval_reports_each_source_with_its_tokens(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    LlamaForCausalLM(LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path / "m")
+    byte_llama(num_hidden_layers=1).save_pretrained(tmp_path / "m")
     byte_tokenizer().save_pretrained(tmp_path / "m")
     (tmp_path / "a.txt").write_text("one text here\n\nand another one")
     record = run_eval(EvalSettings(data=["fortunes", str(tmp_path / "a.txt")], max_texts=3, seqlen=32),
@@ -40,13 +42,10 @@ def test_eval_reports_each_source_with_its_tokens(tmp_path):
 
 
 def test_a_compressed_checkpoint_carries_its_tokenizer_and_scores_like_its_source(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from sparseft.settings import CompressSettings, PruneSettings
     from sparseft.stages import run_compress, run_prune
 
-    LlamaForCausalLM(LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path / "dense")
+    byte_llama().save_pretrained(tmp_path / "dense")
     byte_tokenizer().save_pretrained(tmp_path / "dense")
     run_prune(PruneSettings(sparsity=0.6), StageIO(str(tmp_path / "dense"), tmp_path / "pruned"))
     run_compress(CompressSettings(values="fp32"), StageIO(str(tmp_path / "pruned"), tmp_path / "c"))

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from sparseft.cli import main
 from sparseft.prune import load_masks, magnitude_prune, save_masks
+from tiny_models import build_tiny_model
 
 
 @pytest.fixture
@@ -18,10 +18,8 @@ def tokenizer(smollm2_tokenizer):
 
 
 def _tiny_folder(path, tokenizer, seed, sparsity=None):
-    torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=64)
-    model = LlamaForCausalLM(config)
+    model = build_tiny_model("llama", seed, hidden_size=32, intermediate_size=64, vocab_size=len(tokenizer),
+                             max_position_embeddings=64)
     if sparsity:
         save_masks(magnitude_prune(model, sparsity), path / "masks.safetensors")
     model.save_pretrained(path)
