@@ -229,7 +229,9 @@ class CompressSettings(Strict):
     """
 
     values: Values = "int8"
-    min_sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="without masks: convert layers above this")
+    min_sparsity: float = Field(
+        0.1, ge=0.0, lt=1.0, description="without a masks file: convert layers with more zeros than this"
+    )  # a few stray zeros (GGUF rounding) would otherwise turn a dense layer into a slower sparse one
 
 
 class EvalSettings(Strict):

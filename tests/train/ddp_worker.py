@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train_helpers import RandomTokens, tiny_args  # noqa: E402
 
 from sparseft.train import DistillConfig, GMPSchedule, SparseTrainer  # noqa: E402
-from sparseft.train.fsdp import fsdp_config_for, full_state_dict, is_sharded  # noqa: E402
+from sparseft.train.fsdp import end_distributed, fsdp_config_for, full_state_dict, is_sharded  # noqa: E402
 from tiny_models import build_tiny_model  # noqa: E402
 
 
@@ -48,6 +48,7 @@ def main(out_dir: Path, mode: str) -> None:
     }
     torch.save({"weights": weights, "initial": initial, "masks": trainer.masks, "layout": layout,
                 "world_size": trainer.args.world_size}, out_dir / f"rank{rank}.pt")
+    end_distributed()
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "(default int8)",
     )
     p.add_argument(
-        "--min-sparsity", type=float, default=0.0,
-        help="without a masks file: convert only layers with more than this fraction of zeros (default 0)",
+        "--min-sparsity", type=float, default=0.1,
+        help="without a masks file: convert only layers with more than this fraction of zeros (default 0.1); "
+             "the layers left dense are listed",
     )  # fmt: skip
     p.set_defaults(func=run)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from sparseft.commands._common import settings_from
@@ -133,7 +134,14 @@ def run(args: argparse.Namespace) -> int:
         bf16=args.bf16, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         logging_steps=args.logging_steps, report_to=args.report_to, fsdp=args.fsdp,
     )  # fmt: skip
-    record = run_finetune(settings, StageIO(args.student, Path(args.out), resume=args.resume))
+    from sparseft.train.fsdp import end_distributed
+
+    try:
+        record = run_finetune(settings, StageIO(args.student, Path(args.out), resume=args.resume))
+    finally:
+        end_distributed()  # a torchrun rank exits with its process group closed
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only the first rank reports
+        return 0
     print(json.dumps({"out": args.out, "total_sparsity": round(record["total_sparsity"], 4),
                       "train_seconds": record["train_seconds"]}))
     return 0

@@ -14,7 +14,15 @@ from pathlib import Path
 from sparseft.errors import ModelError
 from sparseft.models.saving import MASKS_FILE, write_record
 from sparseft.settings import CompressSettings
-from sparseft.stages.common import StageIO, folder_bytes, input_masks, load_input, stage_record
+from sparseft.stages.common import StageIO, folder_bytes, input_masks, load_input, report_log, stage_record
+
+
+def _zero_fractions(model) -> dict[str, float]:
+    """Fraction of exact zeros of every Linear/Conv1D of `model` (before conversion), by name."""
+    from sparseft.models.layers import weight_matrix
+    from sparseft.models.walk import is_prunable
+
+    return {n: float((weight_matrix(m) == 0).float().mean()) for n, m in model.named_modules() if is_prunable(m)}
 
 
 def run_compress(settings: CompressSettings, io: StageIO) -> dict:
@@ -31,7 +39,12 @@ def run_compress(settings: CompressSettings, io: StageIO) -> dict:
     # With a quantized input the int8 layers keep their own values and scales; the layers its quantize
     # stage left in full precision must not be quantized here either.
     fmt = "fp32" if int8 and get_format(settings.values).has_scales else settings.values
+    candidates = _zero_fractions(model)
     names = sparsify_model(model, fmt, masks=masks, min_sparsity=settings.min_sparsity, int8=int8)
+    skipped = {n: round(z, 4) for n, z in candidates.items() if n not in names and z > 0}
+    if skipped:
+        report_log.info("left dense (%d layers with some zeros, at most %.0f%%): %s", len(skipped),
+                        100 * max(skipped.values()), ", ".join(list(skipped)[:8]) + (" ..." if len(skipped) > 8 else ""))
     if not names:
         raise ModelError(
             f"no Linear layer of {io.input} has more than {settings.min_sparsity:.0%} zeros; "
@@ -41,7 +54,7 @@ def run_compress(settings: CompressSettings, io: StageIO) -> dict:
     size = folder_bytes(out)
     dense = sum(f.stat().st_size for f in Path(io.input).glob("*.safetensors") if f.name != MASKS_FILE) if is_folder else 0
     record = stage_record(
-        "compress", settings, io, layers=len(names), bytes=size, int8_layers=len(int8),
+        "compress", settings, io, layers=len(names), skipped_layers=skipped, bytes=size, int8_layers=len(int8),
         w8a8_layers=sum(spec.act != "none" for spec in int8.values()), input_bytes=dense,
         ratio=dense / size if size and dense else None,
     )  # fmt: skip

@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from sparseft.models.walk import find_blocks
@@ -110,3 +111,13 @@ def shard_teacher(teacher: nn.Module) -> nn.Module:
 def full_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """Every parameter and buffer of a (possibly sharded) model as full CPU tensors (collective)."""
     return {name: gather_full(t).detach().cpu() for name, t in model.state_dict().items()}
+
+
+def end_distributed() -> None:
+    """Close the process group of a torchrun/accelerate run (no-op otherwise).
+
+    A group left open at interpreter exit lets gloo's threads die mid-call: rank 0 then aborts with
+    "terminate called without an active exception" after a run that succeeded."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
