@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sparseft {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):  # shared argument helpers, not a command
@@ -64,7 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SparseftError as err:
+        if args.debug:
+            raise
         print(f"sparseft {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sparseft {args.command}: interrupted; outputs are complete or absent", file=sys.stderr)
+        return 130
+    except Exception as err:  # not the user's input, or input we failed to check: one line, not a traceback
+        if args.debug:
+            raise
+        print(f"sparseft {args.command}: error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+              file=sys.stderr)
         return 1
 
 

@@ -38,6 +38,22 @@ def _regexes(value: list[str] | None) -> list[str] | None:
     return value
 
 
+def _regex_keys(value: dict[str, float]) -> dict[str, float]:
+    _regexes(list(value))
+    return value
+
+
+def _device(value: str | None) -> str | None:
+    import torch
+
+    if value is not None:
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{value!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    return value
+
+
 def _as_list(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
@@ -103,7 +119,9 @@ class PruneSettings(LayerSelection):
     sparsity: Sparsity = 0.5
     scheme: Literal["uniform", "global"] = "uniform"
     nm: NM = None
-    overrides: dict[str, Sparsity] = Field(default_factory=dict, description="layer regex -> sparsity")
+    overrides: Annotated[dict[str, Sparsity], AfterValidator(_regex_keys)] = Field(
+        default_factory=dict, description="layer regex -> sparsity"
+    )
 
 
 class OneShotSettings(LayerSelection):
@@ -124,7 +142,9 @@ class OneShotSettings(LayerSelection):
     blocksize: int = Field(128, gt=0, description="SparseGPT column block size")
     percdamp: float = Field(0.01, gt=0.0, lt=1.0, description="SparseGPT dampening (fraction of mean diag H)")
     low_memory: Literal["auto", "on", "off"] = "auto"
-    device: str | None = Field(None, description="device each block is processed on (e.g. cuda)")
+    device: Annotated[str | None, AfterValidator(_device)] = Field(
+        None, description="device each block is processed on (e.g. cuda)"
+    )
     error_batches: int | None = Field(1, ge=0, description="batches for Wanda/magnitude errors; None = all")
     progress: bool = True
 

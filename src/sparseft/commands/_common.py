@@ -54,6 +54,14 @@ def add_calibration_arguments(parser: argparse.ArgumentParser, nsamples: int, se
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling the calibration windows")
 
 
+def add_output_arguments(parser: argparse.ArgumentParser, what: str = "output folder") -> None:
+    """--out and --overwrite: outputs are written atomically and replace only what sparseft wrote."""
+    parser.add_argument("--out", required=True, help=f"{what}: written to a temporary sibling, then moved into "
+                        "place; an existing folder is replaced only if sparseft wrote it (or it is empty)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even if it is a file or a folder sparseft did not write")
+
+
 def calibration_from(args: argparse.Namespace, default_source: list[str] | None) -> dict | None:
     sources = args.calib or default_source
     if sources is None:
@@ -62,14 +70,15 @@ def calibration_from(args: argparse.Namespace, default_source: list[str] | None)
             "seed": args.seed}
 
 
-def settings_from(cls: type[S], args: argparse.Namespace | None = None, **values: Any) -> S:
+def settings_from(cls: type[S], flags: dict[str, str] | None = None, **values: Any) -> S:
     """`cls(**values)` (None values dropped, so the schema's defaults apply), or a ConfigError whose
-    lines name the bad options as flags (`--batch-size`), not as field paths."""
+    lines name the bad options as flags (`--batch-size`; `flags` maps field paths whose option is named
+    otherwise, e.g. {"learning_rate": "--lr"}), not as field paths."""
     values = {k: v for k, v in values.items() if v is not None}
     try:
         return cls.model_validate(values)
     except ValidationError as err:
-        names = {path: "--" + path.replace("_", "-").split(".")[-1] for path in _paths(values)}
+        names = {path: "--" + path.replace("_", "-").split(".")[-1] for path in _paths(values)} | (flags or {})
         raise ConfigError("invalid options:\n" + format_errors(err, names, schema=cls)) from None
 
 
@@ -85,7 +94,8 @@ def _paths(values: dict, prefix: str = "") -> list[str]:
 def stage_io(args: argparse.Namespace, output: str | Path | None, **extra: Any) -> StageIO:
     """Where the command's stage reads (`args.model`) and writes (`output`)."""
     return StageIO(str(args.model), Path(output) if output is not None else None, dtype=getattr(args, "dtype", "float32"),
-                   trust_remote_code=getattr(args, "trust_remote_code", False), **extra)
+                   trust_remote_code=getattr(args, "trust_remote_code", False),
+                   overwrite=True if getattr(args, "overwrite", False) else None, **extra)
 
 
 def print_summary(record: dict, keys: tuple[str, ...]) -> None:

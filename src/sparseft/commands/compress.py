@@ -6,9 +6,8 @@ sparseft compress runs/smollm2-70 --out runs/smollm2-70-int8 --format int8
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sparseft.commands._common import print_summary, settings_from, stage_io
+from sparseft.commands._common import add_output_arguments, print_summary, settings_from, stage_io
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model", help="pruned model: HF folder, GGUF folder or packaged name (zeros define the mask)"
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder (replaced atomically if it exists)")
+    add_output_arguments(p)
     p.add_argument(
         "--format", "--values", dest="format", default="int8", metavar="FORMAT",
         help="value type: fp32, bf16, fp16 or int8, or any format registered in sparseft.runtime.formats "
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from sparseft.settings import CompressSettings
     from sparseft.stages import run_compress
 
-    settings = settings_from(CompressSettings, values=args.format, min_sparsity=args.min_sparsity)
+    settings = settings_from(CompressSettings, {"values": "--format"}, values=args.format, min_sparsity=args.min_sparsity)
     record = run_compress(settings, stage_io(args, args.out))
     print(f"compressed {record['layers']} layers ({args.format}) -> {args.out} ({record['bytes'] / 1e6:.1f} MB)")
     print_summary(record, ("layers", "bytes", "ratio"))

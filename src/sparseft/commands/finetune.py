@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from sparseft.commands._common import settings_from
+from sparseft.commands._common import add_output_arguments, settings_from
 from sparseft.errors import ConfigError
 
 EPILOG = """examples:
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     io.add_argument("--seqlen", type=int, default=256, help="tokens per training example (default 256)")
     io.add_argument("--no-pack", action="store_true",
                     help="one padded example per text instead of packing texts into full windows")
-    io.add_argument("--out", required=True, help="output model folder (checkpoints go to OUT.checkpoints/)")
+    add_output_arguments(io, "output model folder (checkpoints go to OUT.checkpoints/)")
 
     loss = parser.add_argument_group("loss")
     loss.add_argument("--loss", default="ce+squarehead",
@@ -126,8 +126,10 @@ def run(args: argparse.Namespace) -> int:
     loss = _loss(args)
     if (loss["kd"] > 0 or loss["squarehead"] > 0) and not args.teacher:
         raise ConfigError(f"--loss {args.loss} needs --teacher (the dense model to distill from)")
+    flags = {"learning_rate": "--lr", "nsamples": "--num-texts", "loss.temperature": "--temperature",
+             "gmp.final_sparsity": "--gmp", "gmp.init_sparsity": "--gmp-initial", "gmp.end_step": "--gmp-end"}
     settings = settings_from(
-        FinetuneSettings, teacher=args.teacher, masks=args.masks, data=args.data, nsamples=args.num_texts,
+        FinetuneSettings, flags, teacher=args.teacher, masks=args.masks, data=args.data, nsamples=args.num_texts,
         seqlen=args.seqlen, pack=not args.no_pack, loss=loss, teacher_dtype=args.teacher_dtype, gmp=_gmp(args),
         steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
         warmup=args.warmup, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
@@ -137,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     from sparseft.train.fsdp import end_distributed
 
     try:
-        record = run_finetune(settings, StageIO(args.student, Path(args.out), resume=args.resume))
+        record = run_finetune(settings, StageIO(args.student, Path(args.out), resume=args.resume,
+                                                    overwrite=True if args.overwrite else None))
     finally:
         end_distributed()  # a torchrun rank exits with its process group closed
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the first rank reports

@@ -7,6 +7,7 @@ import argparse
 from sparseft.commands._common import (
     add_calibration_arguments,
     add_model_arguments,
+    add_output_arguments,
     add_target_arguments,
     calibration_from,
     print_summary,
@@ -66,7 +67,7 @@ def register(subparsers) -> None:
                         help="batches on which Wanda's and magnitude's per-layer errors are measured (default 1)")
     add_target_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--out", required=True, help="output folder (written to a temp folder, then renamed)")
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 

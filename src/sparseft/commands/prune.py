@@ -6,6 +6,7 @@ import argparse
 
 from sparseft.commands._common import (
     add_model_arguments,
+    add_output_arguments,
     add_target_arguments,
     print_summary,
     settings_from,
@@ -50,7 +51,7 @@ def register(subparsers) -> None:
     parser.add_argument("--override", action="append", default=[], metavar="REGEX=SPARSITY",
                         help="per-layer sparsity for layers matching REGEX (repeatable; first match wins)")
     add_target_arguments(parser)
-    parser.add_argument("--out", required=True, help="output folder (written atomically)")
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 

@@ -7,6 +7,7 @@ import argparse
 from sparseft.commands._common import (
     add_calibration_arguments,
     add_model_arguments,
+    add_output_arguments,
     add_target_arguments,
     calibration_from,
     print_summary,
@@ -55,7 +56,7 @@ def register(subparsers) -> None:
     parser.add_argument("--keep-sensitive", type=int, default=0, metavar="K",
                         help="leave the K layers with the largest W8A8 error in full precision (implies --sensitivity)")
     add_target_arguments(parser)
-    parser.add_argument("--out", required=True, help="output folder (written to a temp folder, then renamed)")
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 

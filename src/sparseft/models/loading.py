@@ -72,6 +72,22 @@ def is_compressed_checkpoint(folder: str | Path) -> bool:
         return False
 
 
+def max_positions(config: PretrainedConfig) -> int | None:
+    """How many token positions the model embeds (None: no limit, e.g. T5's relative positions)."""
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "max_target_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_seqlen(config: PretrainedConfig, seqlen: int, what: str) -> None:
+    """A ConfigError when `seqlen` tokens would run past the positions the model embeds."""
+    limit = max_positions(config)
+    if limit is not None and seqlen > limit:
+        raise ConfigError(f"{what} of {seqlen} tokens is longer than the model's {limit} positions; use at most {limit}")
+
+
 def model_class_for(config: PretrainedConfig) -> type:
     """The Auto class that builds the task head for this config (speech, seq2seq or causal LM)."""
     if config.model_type == "whisper":

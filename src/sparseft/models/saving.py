@@ -29,7 +29,7 @@ def save_model_folder(
     masks: Masks | None = None,
     record: dict | None = None,
     extra_tensors: dict[str, dict] | None = None,
-    overwrite: bool = True,
+    overwrite: bool | None = None,
 ) -> Path:
     """Save `model` (+ tokenizer/processor, masks, record) to `out_dir`, replacing it atomically.
 

@@ -95,7 +95,7 @@ def oneshot_to_folder(
     stream: StreamedWeights | None = None,
     tokenizer=None,
     record: Record = None,
-    overwrite: bool = True,
+    overwrite: bool | None = None,
     **oneshot_kwargs,
 ) -> OneShotReport:
     """Prune with `sparseft.prune.driver.oneshot` and write `out_dir` atomically, in either mode.

@@ -24,12 +24,13 @@ SCALES_FILE = "quant_scales.safetensors"
 
 
 def save_quantized(
-    model, out_dir: str | Path, fq: FakeQuantizer, *, tokenizer=None, masks=None, record: dict | None = None
+    model, out_dir: str | Path, fq: FakeQuantizer, *, tokenizer=None, masks=None, record: dict | None = None,
+    overwrite: bool | None = None,
 ) -> Path:
     """Write the model folder, its scales and a record ({'stage': 'quantize', 'quant': ...} + `record`)."""
     full_record = {"stage": "quantize", **(record or {}), "quant": fq.record()}
     return save_model_folder(model, out_dir, tokenizer=tokenizer, masks=masks, record=full_record,
-                             extra_tensors={SCALES_FILE: fq.scales_state_dict()})
+                             extra_tensors={SCALES_FILE: fq.scales_state_dict()}, overwrite=overwrite)
 
 
 def read_quantizer(folder: str | Path) -> FakeQuantizer:

@@ -66,13 +66,15 @@ def _layer_record(module: SparseLinear) -> dict[str, Any]:
     }
 
 
-def save_compressed(model: nn.Module, out_dir: str | Path, *, tokenizer: Any = None) -> Path:
+def save_compressed(
+    model: nn.Module, out_dir: str | Path, *, tokenizer: Any = None, overwrite: bool | None = None
+) -> Path:
     """Write ``model`` (with SparseLinear layers) to ``out_dir``, with its config, generation config and
     ``tokenizer`` (or processor) when given, so the folder loads and generates on its own; an existing
-    folder is replaced atomically."""
+    sparseft output is replaced atomically (anything else only with ``overwrite=True``)."""
     tensors, aliases = _dedupe(model.state_dict())
     layers = {n: _layer_record(m) for n, m in model.named_modules() if isinstance(m, SparseLinear)}
-    with atomic_folder(out_dir) as tmp:
+    with atomic_folder(out_dir, overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if getattr(model, "config", None) is not None:
             model.config.save_pretrained(tmp)

@@ -29,7 +29,8 @@ class StageIO:
     `input`: the model to read (packaged name, folder, .gguf, hub id); `output`: the folder to write
     (None: write nothing, e.g. `sparseft eval`); `source`: the run's original dense model (the teacher
     named 'source', and where a tokenizer is found when the input has none); `resume`: fine-tuning
-    continues from the newest checkpoint beside `output`."""
+    continues from the newest checkpoint beside `output`; `overwrite`: None replaces only an output sparseft
+    wrote (or an empty folder), True anything (see `sparseft.atomic`)."""
 
     input: str
     output: Path | None = None
@@ -37,14 +38,19 @@ class StageIO:
     dtype: str = "float32"
     trust_remote_code: bool = False
     resume: bool = False
+    overwrite: bool | None = None
 
     @property
     def origin(self) -> str:
         return self.source or self.input
 
     def require_output(self, stage: str) -> Path:
+        """The output folder, checked before any work: it must be absent or replaceable."""
+        from sparseft.atomic import check_replaceable
+
         if self.output is None:
             raise ConfigError(f"the {stage} stage writes a model: give an output folder")
+        check_replaceable(Path(self.output), self.overwrite)
         return Path(self.output)
 
 

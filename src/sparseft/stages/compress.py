@@ -50,7 +50,7 @@ def run_compress(settings: CompressSettings, io: StageIO) -> dict:
             f"no Linear layer of {io.input} has more than {settings.min_sparsity:.0%} zeros; "
             "prune it first (sparseft prune) or lower --min-sparsity"
         )
-    save_compressed(model, out, tokenizer=tokenizer)
+    save_compressed(model, out, tokenizer=tokenizer, overwrite=io.overwrite)
     size = folder_bytes(out)
     dense = sum(f.stat().st_size for f in Path(io.input).glob("*.safetensors") if f.name != MASKS_FILE) if is_folder else 0
     record = stage_record(

@@ -21,12 +21,14 @@ def run_eval(settings: EvalSettings, io: StageIO) -> dict:
     from sparseft.evaluate.perplexity import perplexity_report
     from sparseft.evaluate.sparsity import weight_sparsity
     from sparseft.models import load_tokenizer
+    from sparseft.models.loading import check_seqlen
     from sparseft.models.saving import write_record
 
     model, tokenizer = load_input(io)
     if settings.tokenizer:
         tokenizer = load_tokenizer(settings.tokenizer, trust_remote_code=io.trust_remote_code)
     tokenizer = require_usable_tokenizer(model, require_tokenizer(tokenizer, io, "perplexity"), io)
+    check_seqlen(model.config, settings.seqlen, "an evaluation window")
     results = {}
     for source in settings.data:
         texts = load_texts(source, "test", n=settings.max_texts)

@@ -98,9 +98,9 @@ def _unsharded(trainer, source: str):
 
 
 def _resume_point(checkpoints: Path, resume: bool) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    from sparseft.train.trainer import last_complete_checkpoint
 
-    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    last = last_complete_checkpoint(checkpoints) if resume else None
     if resume and last is None:
         log.info("no checkpoint in %s: starting from the beginning", checkpoints)
     return last
@@ -117,7 +117,7 @@ def _train_texts(settings: FinetuneSettings, tokenizer):
 def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
     """Fine-tune `io.input` sparse; write the model, masks and record (loss history) to `io.output`."""
     from sparseft.models import load_model
-    from sparseft.models.loading import parse_dtype
+    from sparseft.models.loading import check_seqlen, parse_dtype
     from sparseft.models.saving import save_model_folder
     from sparseft.prune import sparsity_report
     from sparseft.train import DistillConfig, SparseTrainer, pad_collate
@@ -128,6 +128,7 @@ def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
     if getattr(student.config, "is_encoder_decoder", False):
         raise ConfigError("finetune trains causal LMs; use sparseft.train.SparseSeq2SeqTrainer for seq2seq")
     tokenizer = require_tokenizer(tokenizer, io, "fine-tuning")
+    check_seqlen(student.config, settings.seqlen, "a training example")
     loss = settings.loss
     distill = DistillConfig(w_task=loss.task, w_kd=loss.kd, w_sh=loss.squarehead, temperature=loss.temperature)
     teacher = load_model(teacher_ref, io.dtype) if teacher_ref else None
@@ -149,5 +150,6 @@ def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
         log_history=trainer.state.log_history,
     )  # fmt: skip
     if trainer.is_world_process_zero():
-        save_model_folder(student, out, tokenizer=tokenizer, masks=masks or None, record=record)
+        save_model_folder(student, out, tokenizer=tokenizer, masks=masks or None, record=record,
+                          overwrite=io.overwrite)
     return record

@@ -17,6 +17,7 @@ def calibration_batches_for(model, tokenizer, calib: Calibration, io: StageIO) -
     """Model inputs from the calibration split of `calib.source` (shared by oneshot and quantize)."""
     from sparseft.data.calibration import calibration_batches
     from sparseft.data.sources import load_texts
+    from sparseft.models.loading import check_seqlen
 
     if model.main_input_name != "input_ids":
         raise ConfigError(
@@ -24,6 +25,7 @@ def calibration_batches_for(model, tokenizer, calib: Calibration, io: StageIO) -
             "call sparseft.prune.streaming.oneshot_to_folder with batches of its inputs instead"
         )
     tokenizer = require_tokenizer(tokenizer, io, "calibration")
+    check_seqlen(model.config, calib.seqlen, "a calibration window")
     texts = load_texts(calib.source, "calibration", seed=calib.seed)
     return calibration_batches(tokenizer, texts, calib.nsamples, calib.seqlen, calib.batch_size, calib.seed,
                                encoder_decoder=bool(getattr(model.config, "is_encoder_decoder", False)))
@@ -49,7 +51,7 @@ def run_oneshot(settings: OneShotSettings, io: StageIO) -> dict:
         return records[-1]
 
     report = oneshot_to_folder(
-        model, out, batches, stream=stream, tokenizer=tokenizer, record=record, method=settings.method,
+        model, out, batches, stream=stream, tokenizer=tokenizer, record=record, overwrite=io.overwrite, method=settings.method,
         sparsity=settings.sparsity, nm=settings.nm, targets=settings.targets, ignore=settings.ignore,
         blocksize=settings.blocksize, percdamp=settings.percdamp, progress=settings.progress,
         device=settings.device, error_batches=settings.error_batches,

@@ -21,5 +21,5 @@ def run_prune(settings: PruneSettings, io: StageIO) -> dict:
     report = sparsity_report(model, masks)
     report_log.info(report.format(max_rows=None if len(report.layers) <= 40 else 40))
     record = stage_record("prune", settings, io, method="magnitude", **report.as_dict())
-    save_model_folder(model, out, tokenizer=tokenizer, masks=masks, record=record)
+    save_model_folder(model, out, tokenizer=tokenizer, masks=masks, record=record, overwrite=io.overwrite)
     return record

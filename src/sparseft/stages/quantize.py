@@ -41,5 +41,5 @@ def run_quantize(settings: QuantizeSettings, io: StageIO) -> dict:
     fq = quantize_model(model, scheme, settings.targets, ignore or None, masks, batches, settings.method)
     record = stage_record("quantize", settings, io, scheme=scheme.name, quantized_layers=len(fq.layers),
                           ignored=ignore, sensitivity=sensitivity)
-    save_quantized(model, out, fq, tokenizer=tokenizer, masks=masks, record=record)
+    save_quantized(model, out, fq, tokenizer=tokenizer, masks=masks, record=record, overwrite=io.overwrite)
     return {**record, "quant": fq.record()}

@@ -24,6 +24,7 @@ applies; this adds:
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback, TrainerState
-from transformers.trainer_utils import get_last_checkpoint
 
+from sparseft.atomic import atomic_write_text
 from sparseft.distill.capture import HiddenStateCapture, layer_masks
 from sparseft.distill.kd import kd_loss
 from sparseft.distill.squarehead import EPS, squarehead_loss
@@ -49,6 +50,7 @@ from sparseft.train.gmp import GMPSchedule, gmp_masks
 log = logging.getLogger(__name__)
 
 MASKS_FILE = "masks.safetensors"
+COMPLETE_FILE = "sparseft-complete.json"
 COMPONENTS = ("task", "kd", "squarehead")
 
 
@@ -112,6 +114,21 @@ class MaskCallback(TrainerCallback):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             save_masks(self.trainer.masks, folder / MASKS_FILE)
+            # Last, after HF's files and the masks: a checkpoint without it was cut short (kill -9).
+            atomic_write_text(folder / COMPLETE_FILE, json.dumps({"step": state.global_step}))
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest `checkpoint-N` of `output_dir` that was written to the end (has `COMPLETE_FILE`), or None."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    for _, path in sorted(steps, reverse=True):
+        if (path / COMPLETE_FILE).is_file():
+            return str(path)
+        log.warning("%s is incomplete (the run was killed while saving it): skipped", path)
+    return None
 
 
 class SparseTrainerMixin:
@@ -229,9 +246,9 @@ class SparseTrainerMixin:
         """HF `train`; on resume, the checkpoint's masks replace the current ones before training goes on."""
         if resume_from_checkpoint:
             if resume_from_checkpoint is True:
-                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+                resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
                 if resume_from_checkpoint is None:
-                    raise CheckpointError(f"no checkpoint to resume from in {self.args.output_dir}")
+                    raise CheckpointError(f"no complete checkpoint to resume from in {self.args.output_dir}")
             self._restore_masks(Path(resume_from_checkpoint) / MASKS_FILE)
             if self.gmp:
                 # The restored masks already have the schedule's sparsity at the checkpoint's step; marking it
@@ -293,7 +310,7 @@ class SparseTrainerMixin:
             # Every rank must stop together, or the others would hang in the next all-reduce.
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if finite.item() < 1:
-            last = get_last_checkpoint(self.args.output_dir) if Path(self.args.output_dir).is_dir() else None
+            last = last_complete_checkpoint(self.args.output_dir)
             raise NonFiniteLossError(
                 f"loss is {float(loss.detach())} at step {self.state.global_step}; stopped before the optimizer step. "
                 f"Last good checkpoint: {last or 'none saved yet'}. Lower the learning rate or check the data."
