@@ -58,6 +58,18 @@ def _as_list(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
+def _known_sources(value: list[str]) -> list[str]:
+    from pathlib import Path
+
+    from sparseft.data.sources import SOURCES
+
+    for item in value:
+        if item not in SOURCES and not Path(item).exists():
+            names = ", ".join(repr(n) for n in SOURCES)
+            raise ValueError(f"data source {item!r} is neither {names} nor an existing .txt/.jsonl file or folder")
+    return value
+
+
 def _check_method(value: str) -> str:
     from sparseft.prune.solvers import method_names
 
@@ -78,7 +90,8 @@ Finite = Annotated[float, AfterValidator(_finite)]
 Sparsity = Annotated[float, Field(ge=0.0, lt=1.0, description="fraction of weights set to zero, in [0, 1)")]
 Regexes = Annotated[list[str] | None, AfterValidator(_regexes)]
 Sources = Annotated[
-    list[str], BeforeValidator(_as_list), Field(min_length=1, description="named sources or .txt/.jsonl paths")
+    list[str], BeforeValidator(_as_list), AfterValidator(_known_sources),
+    Field(min_length=1, description="named sources or .txt/.jsonl paths"),
 ]
 NM = Annotated[str | None, AfterValidator(_check_nm), Field(description="N:M pattern, e.g. '2:4' (keep N of M)")]
 Dtype = Literal["float32", "bfloat16"]

@@ -79,7 +79,7 @@ def test_config_that_does_not_fit_is_reported(saved, tmp_path: Path) -> None:
     meta = json.loads((bad / "sparseft.json").read_text())
     meta["layers"]["model.layers.0.mlp.up_proj"]["nnz"] += 1
     (bad / "sparseft.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="model.layers.0.mlp.up_proj.values"):
+    with pytest.raises(CheckpointError, match="model.layers.0.mlp.up_proj: values should be"):
         load_compressed(bad)
 
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +61,11 @@ def resolve_source(name_or_path: str | Path) -> tuple[str, str | None]:
 
 
 def is_compressed_checkpoint(folder: str | Path) -> bool:
-    """True for a folder written by `sparseft.runtime.save_compressed` (sparse layers, bitmask format)."""
-    meta = Path(folder) / "sparseft.json"
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text()).get("format") == "sparseft-compressed"
-    except (ValueError, AttributeError):
-        return False
+    """True for a folder that holds a compressed checkpoint's metadata (`sparseft.json`).
+
+    Any such folder loads through the validating loader, even when the file is damaged: it then fails
+    with a CheckpointError instead of loading as a plain HF model with random sparse layers."""
+    return (Path(folder) / "sparseft.json").is_file()
 
 
 def max_positions(config: PretrainedConfig) -> int | None:

@@ -44,6 +44,9 @@ __all__ = ["DELTA_BELOW", "FORMATS", "INDEXES", "PAD_BYTES", "CompressedWeight",
 
 INDEXES = ("bitmask", "delta")
 PAD_BYTES = 64
+#: No trained model's weight comes near this; a checkpoint beyond it is refused (its products would
+#: overflow fp32 to inf/NaN in a layer or two).
+MAX_ABS_WEIGHT = 1e6
 
 
 @dataclass
@@ -138,6 +141,58 @@ class CompressedWeight:
                 raise ConfigError(f"the delta index needs a uint8 mask of >= {nnz + PAD_BYTES} entries")
         elif self.mask.dtype != torch.int64 or tuple(self.mask.shape) != (m, (k + 63) // 64):
             raise ConfigError(f"the bitmask must be int64 of shape ({m}, {(k + 63) // 64}), got {tuple(self.mask.shape)}")
+
+    def validate_contents(self) -> None:
+        """Raise ConfigError unless the index agrees with the stored values and stays inside the matrix,
+        and the values and scales are finite (scales positive): what a crafted file could get wrong that
+        `validate`'s sizes do not show. Vectorised; run on untrusted input (checkpoints) before any kernel.
+
+        >>> compress(torch.eye(3), "int8").validate_contents()"""
+        self.validate()
+        counts = self.rowptr.diff().numpy()
+        if self.index == "bitmask":
+            self._check_bitmask(counts)
+        else:
+            self._check_delta()
+        fmt, nnz = get_format(self.fmt), self.nnz
+        if self.values.dtype.is_floating_point and not bool((self.values[:nnz].float().abs() <= MAX_ABS_WEIGHT).all()):
+            raise ConfigError(f"stored values hold NaN, infinity or magnitudes beyond {MAX_ABS_WEIGHT:g}")
+        if fmt.has_scales and not bool(((self.scales > 0) & (self.scales <= MAX_ABS_WEIGHT / 127)).all()):
+            raise ConfigError(f"scales must be positive and at most {MAX_ABS_WEIGHT / 127:g} (finite weights)")
+
+    def _check_bitmask(self, counts: np.ndarray) -> None:
+        m, k = self.shape
+        words = self.mask.numpy().view(np.uint64)
+        if not np.array_equal(np.bitwise_count(words).sum(axis=1, dtype=np.int64), counts):
+            raise ConfigError("a row's bitmask marks a different number of columns than it stores values")
+        if k % 64 and m and bool((words[:, -1] >> np.uint64(k % 64)).any()):
+            raise ConfigError(f"the bitmask marks columns at or past the {k} inputs")
+
+    def _check_delta(self) -> None:
+        if self.nnz and not bool((self._delta_cols() < self.shape[1]).all()):
+            raise ConfigError(f"the delta index steps past the {self.shape[1]} inputs of a row")
+
+
+def tensor_sizes(m: int, k: int, nnz: int, fmt: str, index: str = "bitmask") -> dict[str, tuple[torch.dtype, tuple]]:
+    """dtype and shape of each stored tensor of an (m, k) weight with `nnz` stored values."""
+    value_format = get_format(fmt)
+    pad = PAD_BYTES // value_format.value_bytes
+    mask = (torch.uint8, (nnz + PAD_BYTES,)) if index == "delta" else (torch.int64, (m, (k + 63) // 64))
+    return {
+        "mask": mask,
+        "values": (value_format.dtype, (nnz + pad,)),
+        "rowptr": (torch.int64, (m + 1,)),
+        "scales": (torch.float32, (m if value_format.has_scales else 0,)),
+    }
+
+
+def empty_compressed(m: int, k: int, nnz: int, fmt: str, index: str = "bitmask") -> CompressedWeight:
+    """Zero-filled tensors of the sizes `tensor_sizes` gives (a shell to load into)."""
+    if index not in INDEXES:
+        raise ConfigError(f"unknown index {index!r}; expected one of {', '.join(INDEXES)}")
+    t = {name: torch.zeros(shape, dtype=dtype) for name, (dtype, shape) in tensor_sizes(m, k, nnz, fmt, index).items()}
+    t["rowptr"][-1] = nnz
+    return CompressedWeight(fmt, (m, k), t["mask"], t["values"], t["rowptr"], t["scales"], index)
 
 
 def _delta_entries(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

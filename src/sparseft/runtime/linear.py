@@ -32,7 +32,7 @@ from sparseft.errors import ConfigError
 from sparseft.models.layers import weight_matrix
 from sparseft.models.walk import is_prunable
 from sparseft.runtime import ops
-from sparseft.runtime.format import CompressedWeight, compress
+from sparseft.runtime.format import CompressedWeight, compress, empty_compressed
 from sparseft.runtime.kernels import ACT_MODES, WeightHandle, check_w8a8, linear, row_sums
 
 # Buffers the packed handle points into: assigning any of them drops the handle (rebuilt on next call).
@@ -164,11 +164,9 @@ class SparseLinear(nn.Module):
         index: str = "bitmask",
         act: str = "none",
     ) -> SparseLinear:
-        """A shell with buffers of the right sizes, to be filled by ``load_state_dict``."""
-        cw = compress(torch.zeros(out_features, in_features), fmt, index=index)
-        cw.values = torch.zeros(nnz + cw.values.numel(), dtype=cw.values.dtype)
-        if index == "delta":
-            cw.mask = torch.zeros(nnz + cw.mask.numel(), dtype=cw.mask.dtype)
+        """A shell with buffers of the right sizes, to be filled by ``load_state_dict`` (no dense matrix
+        is ever allocated: an untrusted shape costs only the sizes the file itself holds)."""
+        cw = empty_compressed(out_features, in_features, nnz, fmt, index)
         return cls(cw, torch.zeros(out_features) if bias else None, act, 1.0 if act == "static-int8" else None)
 
     def compressed(self) -> CompressedWeight:
@@ -181,7 +179,10 @@ class SparseLinear(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         cw = self.compressed()
-        cw.validate()
+        try:
+            cw.validate_contents()  # loaded tensors are untrusted: check them before any kernel reads them
+        except ConfigError as err:
+            raise ConfigError(f"layer {prefix.rstrip('.')}: {err}") from None
         self.rowsum = row_sums(cw)  # derived data, recomputed rather than stored
         self._handle = None
 
