@@ -172,6 +172,9 @@ class LossWeights(Strict):
     kd: float = Field(0.0, ge=0.0, description="weight of logit distillation")
     squarehead: float = Field(1.0, ge=0.0, description="weight of SquareHead hidden-state distillation")
     temperature: float = Field(1.0, gt=0.0, description="logit KD temperature")
+    squarehead_normalize: Literal["token", "layer"] = Field(
+        "token", description="SquareHead denominator: each token's teacher power, or the layer's mean"
+    )
 
 
 class GMPSettings(Strict):

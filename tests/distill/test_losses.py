@@ -35,6 +35,21 @@ def _reference_layer(h_s, h_t, mask, eps):
     return (num / count) / (den / count + eps)
 
 
+def _reference_token(h_s, h_t, mask, eps):
+    """Plain float64 loops: per real token, sum (s-t)^2 / d over sum t^2 / d; then the mean over tokens."""
+    h_s, h_t = h_s.double().numpy(), h_t.double().numpy()
+    ratios = []
+    for b in range(h_s.shape[0]):
+        for i in range(h_s.shape[1]):
+            if mask is not None and not mask[b, i]:
+                continue
+            d = h_s.shape[2]
+            num = sum((h_s[b, i, k] - h_t[b, i, k]) ** 2 for k in range(d)) / d
+            den = sum(h_t[b, i, k] ** 2 for k in range(d)) / d
+            ratios.append(num / (den + eps))
+    return sum(ratios) / len(ratios)
+
+
 def test_zero_for_identical_states():
     _, h_t = _states(0)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
@@ -69,18 +84,38 @@ def test_padding_positions_are_ignored():
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
-def test_matches_float64_reference(with_mask):
+@pytest.mark.parametrize("normalize", ["token", "layer"])
+def test_matches_float64_reference(with_mask, normalize):
     h_s, h_t = _states(3)
     mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]) if with_mask else None
-    got = squarehead_layer_loss(h_s, h_t, mask, eps=1e-6).item()
-    assert got == pytest.approx(_reference_layer(h_s, h_t, mask, 1e-6), rel=1e-5)
+    got = squarehead_layer_loss(h_s, h_t, mask, eps=1e-6, normalize=normalize).item()
+    reference = _reference_token if normalize == "token" else _reference_layer
+    assert got == pytest.approx(reference(h_s, h_t, mask, 1e-6), rel=1e-5)
+
+
+def test_token_normalization_is_not_dominated_by_a_massive_activation():
+    # An attention-sink token with 1000x the norm of the others (as in SmolLM2's middle blocks): per layer,
+    # the others' errors nearly vanish from the loss; per token, they count as much as the sink's.
+    h_s, h_t = _states(8, shape=(1, 6, 8))
+    h_t[:, 0] *= 1000.0
+    h_s[:, 0] = h_t[:, 0]  # the sink is matched exactly; every other token is off by O(1) relative error
+    per_layer = squarehead_layer_loss(h_s, h_t, normalize="layer").item()
+    per_token = squarehead_layer_loss(h_s, h_t, normalize="token").item()
+    assert per_layer < 1e-4 < 0.5 < per_token
+    assert per_token == pytest.approx(_reference_token(h_s, h_t, None, 1e-6), rel=1e-5)
+
+
+def test_unknown_normalization_is_refused():
+    h_s, h_t = _states(9)
+    with pytest.raises(ValueError, match="token"):
+        squarehead_layer_loss(h_s, h_t, normalize="batch")
 
 
 def test_sum_over_layers_with_per_layer_masks_and_bf16_inputs():
     a_s, a_t = _states(4)
     b_s, b_t = _states(5, shape=(3, 2, 8))  # e.g. an encoder with another length
     mask_a = torch.tensor([[1, 1, 1, 0, 0]] * 3)
-    expected = _reference_layer(a_s, a_t, mask_a, 1e-6) + _reference_layer(b_s, b_t, None, 1e-6)
+    expected = _reference_token(a_s, a_t, mask_a, 1e-6) + _reference_token(b_s, b_t, None, 1e-6)
     got = squarehead_loss([a_s, b_s], [a_t, b_t], [mask_a, None])
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(expected, rel=1e-5)

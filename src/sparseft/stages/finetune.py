@@ -130,7 +130,8 @@ def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
     tokenizer = require_tokenizer(tokenizer, io, "fine-tuning")
     check_seqlen(student.config, settings.seqlen, "a training example")
     loss = settings.loss
-    distill = DistillConfig(w_task=loss.task, w_kd=loss.kd, w_sh=loss.squarehead, temperature=loss.temperature)
+    distill = DistillConfig(w_task=loss.task, w_kd=loss.kd, w_sh=loss.squarehead, temperature=loss.temperature,
+                             squarehead_normalize=loss.squarehead_normalize)
     teacher = load_model(teacher_ref, io.dtype) if teacher_ref else None
     checkpoints = checkpoints_dir(out)
     trainer = SparseTrainer(

@@ -67,6 +67,7 @@ class DistillConfig:
     w_sh: float = 1.0
     temperature: float = 1.0
     eps: float = EPS
+    squarehead_normalize: str = "token"  # "token" or "layer": see sparseft.distill.squarehead
 
     def __post_init__(self) -> None:
         if min(self.w_task, self.w_kd, self.w_sh) < 0 or self.w_task + self.w_kd + self.w_sh == 0:
@@ -299,7 +300,7 @@ class SparseTrainerMixin:
         student = self.student_capture.ordered()
         teacher = self.teacher_capture.ordered()
         masks = layer_masks(self.student_capture.blocks, inputs, self.is_encoder_decoder)
-        loss = squarehead_loss(student, teacher, masks, self.distill.eps)
+        loss = squarehead_loss(student, teacher, masks, self.distill.eps, self.distill.squarehead_normalize)
         self.student_capture.clear()
         self.teacher_capture.clear()  # the teacher's activations are not needed past this point
         return loss
