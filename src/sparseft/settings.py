@@ -142,6 +142,7 @@ class OneShotSettings(LayerSelection):
 
     ```yaml
     - oneshot: {method: sparsegpt, sparsity: 0.5, calib: {source: gsm, nsamples: 128, seqlen: 512}}
+    - oneshot: {sparsity: 0.7, allocation: owl}     # per-block sparsity by outlier ratio, mean 0.7
     ```
     `calib` defaults to gsm 128 x 512 for the data methods; magnitude uses data only if given (errors).
     """
@@ -159,6 +160,11 @@ class OneShotSettings(LayerSelection):
         None, description="device each block is processed on (e.g. cuda)"
     )
     error_batches: int | None = Field(1, ge=0, description="batches for Wanda/magnitude errors; None = all")
+    allocation: Literal["uniform", "owl"] = Field(
+        "uniform", description="spread of the sparsity over blocks: the same everywhere, or OWL (by outliers)"
+    )
+    owl_lambda: float = Field(0.08, ge=0.0, lt=0.5, description="OWL: a block differs from the target by <= 2x this")
+    owl_threshold: float = Field(5.0, gt=0.0, description="OWL: outlier = score above this x the block's mean")
     progress: bool = True
 
     @property

@@ -18,6 +18,7 @@ from sparseft.commands._common import (
 EPILOG = """examples:
   sparseft oneshot smollm2-135m --sparsity 0.5 --out runs/smollm2-sgpt50
   sparseft oneshot smollm2-135m --nm 2:4 --method wanda --out runs/smollm2-wanda-2of4
+  sparseft oneshot smollm2-135m --sparsity 0.7 --allocation owl --out runs/smollm2-owl70
   sparseft oneshot ./my-model --calib notes.txt more.jsonl --nsamples 64 --seqlen 1024 --out runs/m50
 
 --calib: 'gsm' (generated variants of the packaged GSM math problems; the 100 originals stay held out
@@ -55,6 +56,11 @@ def register(subparsers) -> None:
                         help="fraction of weights set to zero in each layer, in [0, 1) (default 0.5)")
     parser.add_argument("--nm", metavar="N:M",
                         help="semi-structured: keep N of every M weights along the input (e.g. 2:4); overrides --sparsity")
+    parser.add_argument("--allocation", choices=["uniform", "owl"], default="uniform",
+                        help="spread of --sparsity over blocks: uniform (default), or owl: blocks with more "
+                             "outlier weights (|w|*||x|| above 5x their mean) keep more, mean sparsity unchanged")
+    parser.add_argument("--owl-lambda", type=float, default=0.08,
+                        help="OWL: a block's sparsity differs from --sparsity by at most twice this (default 0.08)")
     add_calibration_arguments(parser, nsamples=128, seqlen=512, batch=8)
     parser.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block size (default 128)")
     parser.add_argument("--percdamp", type=float, default=0.01,
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         OneShotSettings, method=args.method, sparsity=args.sparsity, nm=args.nm, calib=calib,
         blocksize=args.blocksize, percdamp=args.percdamp, low_memory=args.low_memory, device=args.device,
         error_batches=args.error_batches, progress=not args.no_progress, targets=args.target, ignore=args.ignore,
+        allocation=args.allocation, owl_lambda=args.owl_lambda,
     )  # fmt: skip
     if args.error_batches is None:  # 'all': None is a value here, not "use the default"
         settings = settings.model_copy(update={"error_batches": None})

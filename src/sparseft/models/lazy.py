@@ -205,6 +205,9 @@ class StreamedWeights:
         self._free(block.name)
         return {}
 
+    def release(self, block: Block) -> None:
+        self._free(block.name)  # read only (e.g. OWL's statistics pass): the next enter reads it again
+
     @contextmanager
     def capturing(self, blocks: Sequence[Block]) -> Iterator[None]:
         """Forward hooks that load each block just before it runs and free it right after."""

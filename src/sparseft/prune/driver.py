@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from sparseft.errors import ConfigError, ModelError
 from sparseft.models.mask_io import Masks
 from sparseft.models.walk import Block, find_blocks, find_prunable, weight_matrix
+from sparseft.prune.allocation import Allocation, block_outlier_ratios, owl_sparsities
 from sparseft.prune.capture import BlockCall, StackInputs, capture_stack_inputs, to_device
 from sparseft.prune.datafree import owner_block, solve_without_data
 from sparseft.prune.magnitude import parse_nm, validate_sparsity
@@ -63,6 +64,12 @@ class _Run:
     masks: Mapping[str, Tensor]  # fixed (out, in) masks handed to a quantizing solver
     device: torch.device | None
     progress: bool
+    allocation: Allocation = Allocation()
+    block_sparsity: dict[str, float] = field(default_factory=dict)  # filled by OWL before the solve
+
+    def settings_for(self, block: Block) -> SolveSettings:
+        sparsity = self.block_sparsity.get(block.name)
+        return self.settings if sparsity is None else replace(self.settings, sparsity=sparsity)
 
 
 @torch.no_grad()
@@ -80,6 +87,7 @@ def oneshot(
     device: str | torch.device | None = None,
     error_batches: int | None = 1,
     residency: BlockResidency | None = None,
+    allocation: Allocation | None = None,
 ) -> OneShotReport:
     """Prune `model` in place, block by block, and report per layer; the report's masks are (out, in).
 
@@ -96,7 +104,8 @@ def oneshot(
     only those batches.
 
     `residency` decides where block weights live (default: in memory); see `sparseft.prune.streaming`
-    for pruning a model block by block from disk.
+    for pruning a model block by block from disk. `allocation=Allocation("owl")` spreads `sparsity`
+    over blocks by their outliers (`sparseft.prune.allocation`), from one extra dense pass over the data.
     """
     solver = get_solver(method, "prune")
     sparsity, nm = validate_sparsity(sparsity), parse_nm(nm)
@@ -104,6 +113,9 @@ def oneshot(
     if error_batches is not None and error_batches < 0:
         raise ConfigError(f"error_batches must be >= 0 or None (all batches), got {error_batches}")
     residency = residency or InMemory()
+    allocation = allocation or Allocation()
+    if allocation.method != "uniform" and (nm or not solver.needs.data):
+        raise ConfigError(f"allocation {allocation.method!r} needs a data method with a sparsity, not N:M or magnitude")
     report = OneShotReport(method, 1 - nm[0] / nm[1] if nm else sparsity, nm)
     start = time.perf_counter()
     batches = _batches_for(solver, calib_batches, error_batches)
@@ -114,7 +126,7 @@ def oneshot(
     else:
         layers = _require_layers(model, find_prunable(model, targets, ignore), targets, ignore)
         run = _Run(solver, settings, _hessian_batches(solver, error_batches), {},
-                   torch.device(device) if device is not None else None, progress)
+                   torch.device(device) if device is not None else None, progress, allocation)
         _solve_stacks(model, batches, layers, run, report, residency)
     report.seconds = time.perf_counter() - start
     return report
@@ -202,6 +214,8 @@ def _solve_stacks(model: nn.Module, batches, layers, run: _Run, report: OneShotR
     if use_cache is not None:
         model.config.use_cache = False  # a KV cache would only cost memory here
     try:
+        if run.allocation.method == "owl":
+            _allocate_owl(model, batches, blocks, by_block, run, report, residency)
         for stack in dict.fromkeys(b.stack for b in blocks):  # encoder first, as find_blocks orders them
             stack_blocks = [b for b in blocks if b.stack == stack]
             with residency.capturing(blocks):  # a decoder's capture runs the (solved) encoder too
@@ -210,6 +224,13 @@ def _solve_stacks(model: nn.Module, batches, layers, run: _Run, report: OneShotR
     finally:
         if use_cache is not None:
             model.config.use_cache = use_cache
+
+
+def _allocate_owl(model, batches, blocks, by_block, run: _Run, report: OneShotReport, residency) -> None:
+    ratios = block_outlier_ratios(model, batches, blocks, by_block, residency, run.device, run.allocation.threshold)
+    sizes = {b: sum(weight_matrix(m).numel() for m in by_block[b].values()) for b in ratios}
+    run.block_sparsity.update(owl_sparsities(ratios, sizes, run.settings.sparsity, run.allocation.lam))
+    report.block_sparsity, report.outlier_ratios = dict(run.block_sparsity), ratios
 
 
 def _solve_stack(blocks, inputs: StackInputs, by_block, run: _Run, report: OneShotReport, residency) -> None:
@@ -240,14 +261,15 @@ def _solve_block(block: Block, hidden: list[Tensor], calls: list[BlockCall], blo
             call.run(block.module, to_device(h, run.device), run.device)
             stats.end_batch()
         for name, module in block_layers.items():
-            masks[name] = _solve_layer(name, module, stats, run, report)
+            masks[name] = _solve_layer(name, module, stats, run, report, run.settings_for(block))
         report.tokens = max(report.tokens, max(stats.tokens.values(), default=0))
     finally:
         stats.remove()
     return masks
 
 
-def _solve_layer(name: str, module: nn.Module, stats: InputStats, run: _Run, report: OneShotReport) -> Tensor:
+def _solve_layer(name: str, module: nn.Module, stats: InputStats, run: _Run, report: OneShotReport,
+                 settings: SolveSettings) -> Tensor:
     """Solve one layer in place from its input statistics; report it and return its (out, in) mask (CPU).
 
     The errors need H; where it was not collected (`error_batches=0`) they are NaN.
@@ -259,7 +281,7 @@ def _solve_layer(name: str, module: nn.Module, stats: InputStats, run: _Run, rep
     fixed = run.masks.get(name)
     problem = LayerProblem(W0, H, stats.norms(name) if run.solver.needs.norms else None,
                            None if fixed is None else fixed.to(W0.device, torch.bool))
-    solution = run.solver.solve(problem, run.settings)
+    solution = run.solver.solve(problem, settings)
     error = rel = float("nan")
     if H is not None:
         error = output_error(W0, solution.W, H)

@@ -47,6 +47,8 @@ class OneShotReport:
     scales: dict[str, Tensor] = field(default_factory=dict)
     tokens: int = 0
     seconds: float = 0.0
+    block_sparsity: dict[str, float] = field(default_factory=dict)  # non-uniform allocation (OWL); else empty
+    outlier_ratios: dict[str, float] = field(default_factory=dict)  # OWL's LOD per block
 
     @property
     def total_sparsity(self) -> float:
@@ -62,6 +64,8 @@ class OneShotReport:
             "total_sparsity": self.total_sparsity,
             "calibration_tokens": self.tokens,
             "seconds": self.seconds,
+            "block_sparsity": self.block_sparsity,
+            "outlier_ratios": self.outlier_ratios,
             "layers": [
                 {"name": r.name, "shape": list(r.shape), "sparsity": r.sparsity, "error": r.error,
                  "rel_error": r.rel_error, "error_tokens": r.error_tokens, "seconds": r.seconds}

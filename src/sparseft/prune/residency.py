@@ -20,8 +20,8 @@ class BlockResidency(Protocol):
     """Where the weights of a block are while the driver works on it.
 
     The driver calls `enter` before it runs or prunes a block and `leave` when done with it (with the
-    block's masks; what `leave` returns stays in the report), and captures a stack's inputs inside
-    `capturing`. `InMemory` (the default) keeps the model in memory and moves a block to `device` and
+    block's masks; what `leave` returns stays in the report), or `release` when it only read it, and
+    captures a stack's inputs inside `capturing`. `InMemory` (the default) keeps the model in memory and moves a block to `device` and
     back; `sparseft.models.lazy.StreamedWeights` loads each block from disk instead and writes it out
     pruned, so a model larger than memory is pruned one block at a time by this very driver.
     """
@@ -31,6 +31,10 @@ class BlockResidency(Protocol):
     def enter(self, block: Block, device: torch.device | None) -> None: ...
 
     def leave(self, block: Block, masks: Masks) -> Masks: ...
+
+    def release(self, block: Block) -> None:
+        """Done with a block that was only read (a statistics pass): nothing is written."""
+        ...
 
 
 class InMemory:
@@ -48,6 +52,9 @@ class InMemory:
             block.module.to(device)
 
     def leave(self, block: Block, masks: Masks) -> Masks:
+        self.release(block)
+        return masks
+
+    def release(self, block: Block) -> None:
         if block.name in self._home:
             block.module.to(self._home.pop(block.name))
-        return masks

@@ -101,7 +101,7 @@ def oneshot_to_folder(
     """Prune with `sparseft.prune.driver.oneshot` and write `out_dir` atomically, in either mode.
 
     The folder is the same in both: config, weights (`model.safetensors`), masks, tokenizer, and the
-    record `sparseft.json` (`record` is a dict, or a function of the report called once pruning is done).
+    record `stage.json` (`record` is a dict, or a function of the report called once pruning is done).
     Streamed, the report's `masks` stay empty: they are written to `masks.safetensors` block by block.
     """
     if stream is None:

@@ -33,6 +33,7 @@ def calibration_batches_for(model, tokenizer, calib: Calibration, io: StageIO) -
 
 def run_oneshot(settings: OneShotSettings, io: StageIO) -> dict:
     """Prune `io.input` one-shot; write the model, masks and record (per-layer errors) to `io.output`."""
+    from sparseft.prune.allocation import Allocation
     from sparseft.prune.memory import peak_rss_mib
     from sparseft.prune.streaming import load_for_oneshot, oneshot_to_folder
 
@@ -55,6 +56,7 @@ def run_oneshot(settings: OneShotSettings, io: StageIO) -> dict:
         sparsity=settings.sparsity, nm=settings.nm, targets=settings.targets, ignore=settings.ignore,
         blocksize=settings.blocksize, percdamp=settings.percdamp, progress=settings.progress,
         device=settings.device, error_batches=settings.error_batches,
+        allocation=Allocation(settings.allocation, settings.owl_lambda, settings.owl_threshold),
     )
     report_log.info(report.format())
     report_log.info("%s; peak memory %.0f MiB", "streamed block by block" if stream else "in memory", peak_rss_mib())
