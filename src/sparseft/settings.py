@@ -191,7 +191,10 @@ class GMPSettings(Strict):
     start_step: int = Field(0, ge=0)
     end_step: int | None = Field(None, gt=0, description="step where final_sparsity is reached (3/4 of steps)")
     frequency: int = Field(10, gt=0)
-    scheme: Literal["uniform", "global"] = "uniform"
+    scheme: Literal["uniform", "global", "owl"] = Field(
+        "uniform", description="same sparsity per layer, one global magnitude ranking, or OWL's per-block shares"
+    )
+    owl_lambda: float = Field(0.08, ge=0.0, lt=0.5, description="scheme owl: largest block deviation / 2")
 
 
 class FinetuneSettings(Strict):

@@ -61,3 +61,23 @@ def test_uniform_and_global_masks():
     with torch.no_grad():
         small.weight.mul_(uniform["small"])
     assert not (gmp_masks(layers, 0.75)["small"] & ~uniform["small"]).any()
+
+
+def test_owl_scheme_scales_each_layer_by_its_share():
+    torch.manual_seed(0)
+    layers = {"a": nn.Linear(40, 10, bias=False), "b": nn.Linear(40, 10, bias=False)}
+    masks = gmp_masks(layers, 0.5, scheme="owl", layer_share={"a": 1.2, "b": 0.8})
+    assert float((~masks["a"]).float().mean()) == pytest.approx(0.6)
+    assert float((~masks["b"]).float().mean()) == pytest.approx(0.4)
+    # within each layer it is still magnitude pruning: every pruned weight is <= every kept one, row by row
+    for name, layer in layers.items():
+        w = layer.weight.abs()
+        for row, keep in zip(w, masks[name], strict=True):
+            assert row[~keep].max() <= row[keep].min()
+
+
+def test_owl_scheme_needs_its_shares():
+    with pytest.raises(ConfigError, match="layer_share"):
+        GMPSchedule(0.0, 0.5, 0, 10, scheme="owl")
+    with pytest.raises(ConfigError, match="layer_share"):
+        gmp_masks({"a": nn.Linear(4, 4)}, 0.5, scheme="owl", layer_share={"b": 1.0})

@@ -104,6 +104,35 @@ def block_outlier_ratios(
     return ratios
 
 
+def owl_layer_sparsities(
+    model: nn.Module, batches: Sequence[Mapping[str, Any]], layers: Mapping[str, nn.Module], sparsity: float,
+    allocation: Allocation,
+) -> dict[str, float]:
+    """Layer name -> OWL sparsity of its block, from a dense pass over `batches` (the model stays in memory).
+
+    What GMP's "owl" scheme ramps each layer to; the layers must all lie inside the transformer blocks.
+    """
+    from sparseft.models.walk import find_blocks
+    from sparseft.prune.residency import InMemory
+
+    blocks = find_blocks(model)
+    owner = {name: next((b.name for b in blocks if name.startswith(b.name + ".")), None) for name in layers}
+    if None in owner.values():
+        outside = [n for n, b in owner.items() if b is None]
+        raise ConfigError(f"OWL allocates per transformer block; these layers are outside every block: {outside[:5]}")
+    by_block = {b.name: {n: layers[n] for n in layers if owner[n] == b.name} for b in blocks}
+    ratios = block_outlier_ratios(model, batches, blocks, by_block, InMemory(), threshold=allocation.threshold)
+    per_block = allocate_blocks(ratios, by_block, sparsity, allocation.lam)
+    return {name: per_block[owner[name]] for name in layers}
+
+
+def allocate_blocks(ratios: Mapping[str, float], by_block: Mapping[str, Mapping[str, nn.Module]], sparsity: float,
+                    lam: float) -> dict[str, float]:
+    """`owl_sparsities` with each block weighted by the weights of its prunable layers."""
+    sizes = {b: sum(weight_matrix(m).numel() for m in by_block[b].values()) for b in ratios}
+    return owl_sparsities(ratios, sizes, sparsity, lam)
+
+
 def _outlier_ratio(layers: Mapping[str, nn.Module], stats: InputStats, threshold: float) -> float:
     scores = torch.cat([wanda_scores(weight_matrix(m).detach(), stats.norms(n)).flatten() for n, m in layers.items()])
     return float((scores > threshold * scores.mean()).double().mean())

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from sparseft.errors import ConfigError, ModelError
 from sparseft.models.mask_io import Masks
 from sparseft.models.walk import Block, find_blocks, find_prunable, weight_matrix
-from sparseft.prune.allocation import Allocation, block_outlier_ratios, owl_sparsities
+from sparseft.prune.allocation import Allocation, allocate_blocks, block_outlier_ratios
 from sparseft.prune.capture import BlockCall, StackInputs, capture_stack_inputs, to_device
 from sparseft.prune.datafree import owner_block, solve_without_data
 from sparseft.prune.magnitude import parse_nm, validate_sparsity
@@ -228,8 +228,7 @@ def _solve_stacks(model: nn.Module, batches, layers, run: _Run, report: OneShotR
 
 def _allocate_owl(model, batches, blocks, by_block, run: _Run, report: OneShotReport, residency) -> None:
     ratios = block_outlier_ratios(model, batches, blocks, by_block, residency, run.device, run.allocation.threshold)
-    sizes = {b: sum(weight_matrix(m).numel() for m in by_block[b].values()) for b in ratios}
-    run.block_sparsity.update(owl_sparsities(ratios, sizes, run.settings.sparsity, run.allocation.lam))
+    run.block_sparsity.update(allocate_blocks(ratios, by_block, run.settings.sparsity, run.allocation.lam))
     report.block_sparsity, report.outlier_ratios = dict(run.block_sparsity), ratios
 
 

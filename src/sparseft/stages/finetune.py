@@ -49,14 +49,31 @@ def _masks(settings: FinetuneSettings, io: StageIO, student):
     return masks
 
 
-def _gmp(settings: FinetuneSettings):
+def _gmp(settings: FinetuneSettings, student, tokenizer, io: StageIO):
     from sparseft.train import GMPSchedule
 
     g = settings.gmp
     if g is None:
         return None
     end = g.end_step if g.end_step is not None else max(1, int(0.75 * settings.steps))
-    return GMPSchedule(g.init_sparsity, g.final_sparsity, g.start_step, end, g.frequency, g.scheme)
+    share = _owl_share(settings, student, tokenizer, io) if g.scheme == "owl" else None
+    return GMPSchedule(g.init_sparsity, g.final_sparsity, g.start_step, end, g.frequency, g.scheme, share)
+
+
+def _owl_share(settings: FinetuneSettings, student, tokenizer, io: StageIO) -> dict[str, float]:
+    """Each layer's OWL final sparsity over the target, measured on the dense student before training."""
+    from sparseft.models import find_prunable
+    from sparseft.prune.allocation import Allocation, owl_layer_sparsities
+    from sparseft.settings import Calibration
+    from sparseft.stages.oneshot import calibration_batches_for
+
+    final = settings.gmp.final_sparsity
+    calib = Calibration(source=settings.data, nsamples=32, seqlen=min(settings.seqlen, 512), seed=settings.seed)
+    batches = calibration_batches_for(student, tokenizer, calib, io)
+    targets = owl_layer_sparsities(student, batches, find_prunable(student), final,
+                                   Allocation("owl", lam=settings.gmp.owl_lambda))
+    log.info("GMP owl: per-layer final sparsity %.3f..%.3f (mean %.3f)", min(targets.values()), max(targets.values()), final)
+    return {name: s / final for name, s in targets.items()} if final > 0 else {n: 1.0 for n in targets}
 
 
 def training_arguments(settings: FinetuneSettings, checkpoints: Path, student):
@@ -137,7 +154,7 @@ def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
     trainer = SparseTrainer(
         model=student, args=training_arguments(settings, checkpoints, student),
         train_dataset=_train_texts(settings, tokenizer), teacher=teacher, masks=_masks(settings, io, student),
-        gmp=_gmp(settings), distill=distill, teacher_dtype=parse_dtype(settings.teacher_dtype) if teacher else None,
+        gmp=_gmp(settings, student, tokenizer, io), distill=distill, teacher_dtype=parse_dtype(settings.teacher_dtype) if teacher else None,
         data_collator=pad_collate(tokenizer.pad_token_id),
     )  # fmt: skip
     resume_from = _resume_point(checkpoints, io.resume)

@@ -10,10 +10,15 @@ Pruned weights are zero, so they rank lowest by magnitude and stay pruned: masks
 >>> schedule.sparsity_at(0), schedule.sparsity_at(100)
 (0.0, 0.5)
 >>> new_masks = gmp_masks(layers, schedule.sparsity_at(step), scheme="global")
+
+Scheme "owl" ramps every layer to its own final sparsity (OWL's per-block allocation, measured once on the
+dense model before training: `sparseft.prune.allocation.owl_layer_sparsities`): `layer_share` holds each
+layer's final sparsity over `final_sparsity`, and layer l gets s_t * share_l at step t.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +30,8 @@ from sparseft.models.walk import weight_matrix
 from sparseft.prune.magnitude import global_magnitude_masks, magnitude_mask, validate_sparsity
 from sparseft.train.fsdp import gather_full
 
-SCHEMES = ("uniform", "global")
+SCHEMES = ("uniform", "global", "owl")
+MAX_LAYER_SPARSITY = 0.99
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class GMPSchedule:
     end_step: int
     frequency: int = 1
     scheme: str = "uniform"
+    layer_share: Mapping[str, float] | None = None  # scheme "owl": layer -> its final sparsity / final_sparsity
 
     def __post_init__(self) -> None:
         validate_sparsity(self.initial_sparsity, "GMP initial sparsity")
@@ -50,6 +57,8 @@ class GMPSchedule:
             raise ConfigError(f"GMP frequency must be >= 1 step, got {self.frequency}")
         if self.scheme not in SCHEMES:
             raise ConfigError(f"GMP scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if (self.scheme == "owl") != (self.layer_share is not None):
+            raise ConfigError("GMP scheme 'owl' needs layer_share (per-layer final sparsity), and only it takes one")
 
     def sparsity_at(self, step: int) -> float:
         """The cubic formula at `step`, clamped to the step range (s_i before it, s_f after it)."""
@@ -74,12 +83,18 @@ class GMPSchedule:
 
 
 @torch.no_grad()
-def gmp_masks(layers: dict[str, nn.Module], sparsity: float, scheme: str = "uniform") -> Masks:
-    """(out, in) magnitude masks at `sparsity` for `layers` (name -> Linear/Conv1D)."""
+def gmp_masks(layers: dict[str, nn.Module], sparsity: float, scheme: str = "uniform",
+              layer_share: Mapping[str, float] | None = None) -> Masks:
+    """(out, in) magnitude masks at `sparsity` for `layers` (name -> Linear/Conv1D); "owl" scales it per layer."""
     if scheme not in SCHEMES:
         raise ConfigError(f"GMP scheme must be one of {SCHEMES}, got {scheme!r}")
+    if scheme == "owl" and (layer_share is None or set(layers) - set(layer_share)):
+        raise ConfigError("GMP scheme 'owl' needs a layer_share for every pruned layer")
     # Ranking needs whole matrices: gather the weights FSDP has sharded (a no-op otherwise).
     weights = {name: gather_full(weight_matrix(module)) for name, module in layers.items()}
     if scheme == "global":
         return global_magnitude_masks(weights, sparsity)
+    if scheme == "owl":
+        return {name: magnitude_mask(w, min(MAX_LAYER_SPARSITY, sparsity * layer_share[name]))
+                for name, w in weights.items()}
     return {name: magnitude_mask(w, sparsity) for name, w in weights.items()}

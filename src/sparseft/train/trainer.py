@@ -237,7 +237,7 @@ class SparseTrainerMixin:
         self._follow_sharding()
         target = self.gmp.target_at(step) if self.gmp else None
         if target is not None and target != self._gmp_applied:
-            for name, mask in gmp_masks(self._gmp_layers, target, self.gmp.scheme).items():
+            for name, mask in gmp_masks(self._gmp_layers, target, self.gmp.scheme, self.gmp.layer_share).items():
                 self._set_mask(name, mask)
             self._gmp_applied = target
             log.info("GMP step %d: sparsity %.4f", step, target)
