@@ -59,6 +59,9 @@ def register(subparsers) -> None:
     loss.add_argument("--weight", action="append", default=[], metavar="TERM=W",
                       help="weight of a term, e.g. --weight squarehead=2 (default 1 for each named term)")
     loss.add_argument("--temperature", type=float, default=1.0, help="KD temperature (default 1)")
+    loss.add_argument("--squarehead-normalize", choices=["token", "layer"], default="token",
+                      help="SquareHead denominator: each token's teacher power (default; attention-sink tokens with "
+                           "huge activations would otherwise dominate a layer), or the layer's mean power")
     loss.add_argument("--teacher-dtype", choices=["float32", "bfloat16"], default="float32",
                       help="run the frozen teacher in this dtype (bfloat16 halves its memory)")
 
@@ -68,8 +71,9 @@ def register(subparsers) -> None:
     gmp.add_argument("--gmp-start", type=int, default=0, help="first pruning step (default 0)")
     gmp.add_argument("--gmp-end", type=int, help="step at which FINAL is reached (default 3/4 of --steps)")
     gmp.add_argument("--gmp-frequency", type=int, default=10, help="steps between mask updates (default 10)")
-    gmp.add_argument("--gmp-scheme", choices=["uniform", "global"], default="uniform",
-                     help="same sparsity in every layer, or one magnitude threshold across layers")
+    gmp.add_argument("--gmp-scheme", choices=["uniform", "global", "owl"], default="uniform",
+                     help="same sparsity in every layer, one magnitude threshold across layers, or owl: each "
+                          "block's share by its outlier weights, measured on the dense student first")
 
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
@@ -109,7 +113,7 @@ def _loss(args: argparse.Namespace) -> dict[str, float]:
             weights[names[term]] = float(value)
         except (KeyError, ValueError):
             raise ConfigError(f"--weight takes TERM=W with TERM in ce, kd, squarehead; got {item!r}") from None
-    return weights | {"temperature": args.temperature}
+    return weights | {"temperature": args.temperature, "squarehead_normalize": args.squarehead_normalize}
 
 
 def _gmp(args: argparse.Namespace) -> dict | None:
