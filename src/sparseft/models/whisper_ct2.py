@@ -1,5 +1,9 @@
 """Import a CTranslate2 (faster-whisper style) Whisper model into Hugging Face transformers.
 
+English-only (tiny.en ... medium.en) and multilingual models (language and task tokens, ``lang_to_id`` /
+``task_to_id`` in the generation config: ``generate(features, language="de", task="translate")``) are
+both imported; the special tokens' ids follow from the vocabulary size (models/whisper_vocab.py).
+
 CTranslate2 stores a converted model as a folder with ``model.bin`` (all weights in one
 binary file), ``config.json`` (decoding hints such as suppressed tokens), ``tokenizer.json``
 and ``vocabulary.txt``. We read ``model.bin`` ourselves so ``ctranslate2`` is not a dependency.
@@ -34,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import (
-    GenerationConfig,
     WhisperConfig,
     WhisperFeatureExtractor,
     WhisperForConditionalGeneration,
@@ -44,6 +47,12 @@ from transformers import (
 from transformers.tokenization_utils_base import AddedToken
 
 from sparseft.errors import ModelError
+from sparseft.models.whisper_vocab import (
+    WhisperVocab,
+    check_tokenizer,
+    whisper_generation_config,
+    whisper_vocab,
+)
 
 SUPPORTED_BINARY_VERSIONS = (5, 6)
 # Order fixed by CTranslate2's DataType enum (include/ctranslate2/types.h).
@@ -57,15 +66,6 @@ _DTYPE_BY_ID: dict[int, str] = {
 }
 _MAX_NDIM = 8
 
-# Token ids of the English-only Whisper vocabulary (tiny.en ... medium.en share them).
-EN_VOCAB_SIZE = 51864
-EOT_ID = 50256
-SOT_ID = 50257
-PREV_SOT_ID = 50360
-NO_TIMESTAMPS_ID = 50362
-# Fallbacks for when config.json lacks them; values are those of openai/whisper-tiny.en.
-_TINY_EN_BEGIN_SUPPRESS = [220, EOT_ID]
-_TINY_EN_ALIGNMENT_HEADS = [[1, 0], [2, 0], [2, 5], [3, 0], [3, 1], [3, 2], [3, 3], [3, 4]]
 _CT2_GELU = 3  # ActivationType::GELU in CTranslate2
 
 
@@ -227,19 +227,15 @@ def _require(variables: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 
 def _whisper_config(variables: dict[str, np.ndarray], hints: dict) -> WhisperConfig:
-    """Derive WhisperConfig from tensor shapes; token ids are those of the English-only vocabulary."""
-    vocab, d_model = _require(variables, "decoder/embeddings/weight").shape
-    if vocab != EN_VOCAB_SIZE:
-        raise ModelError(
-            f"model.bin has a {vocab}-token vocabulary; only English-only Whisper models "
-            f"({EN_VOCAB_SIZE} tokens, e.g. tiny.en) are supported"
-        )
+    """Derive WhisperConfig from tensor shapes; token ids from the vocabulary's layout (English or multilingual)."""
+    size, d_model = _require(variables, "decoder/embeddings/weight").shape
+    vocab = whisper_vocab(size)
     if _scalar(variables, "decoder/activation", _CT2_GELU) != _CT2_GELU:
         raise ModelError("model.bin decoder activation is not GELU; not an OpenAI Whisper model")
     ffn = _require(variables, "encoder/layer_0/ffn/linear_0/weight").shape[0]
     heads_default = d_model // 64  # Whisper uses 64-dim heads at every size
     return WhisperConfig(
-        vocab_size=int(vocab),
+        vocab_size=vocab.size,
         num_mel_bins=int(_require(variables, "encoder/conv1/weight").shape[1]),
         d_model=int(d_model),
         encoder_layers=_count_layers(variables, "encoder"),
@@ -253,12 +249,12 @@ def _whisper_config(variables: dict[str, np.ndarray], hints: dict) -> WhisperCon
         activation_function="gelu",
         scale_embedding=False,
         tie_word_embeddings=True,
-        pad_token_id=EOT_ID,
-        bos_token_id=SOT_ID,
-        eos_token_id=EOT_ID,
-        decoder_start_token_id=SOT_ID,
+        pad_token_id=vocab.eot,
+        bos_token_id=vocab.sot,
+        eos_token_id=vocab.eot,
+        decoder_start_token_id=vocab.sot,
         suppress_tokens=list(hints.get("suppress_ids", [])),
-        begin_suppress_tokens=list(hints.get("suppress_ids_begin", _TINY_EN_BEGIN_SUPPRESS)),
+        begin_suppress_tokens=list(hints.get("suppress_ids_begin", [220, vocab.eot])),
     )
 
 
@@ -336,25 +332,6 @@ def _load_weights(model: WhisperForConditionalGeneration, sd: dict[str, torch.Te
     model.tie_weights()
 
 
-def _generation_config(config: WhisperConfig, hints: dict) -> GenerationConfig:
-    """tiny.en-style greedy decoding: <|startoftranscript|><|notimestamps|> ... <|endoftext|>."""
-    return GenerationConfig(
-        decoder_start_token_id=SOT_ID,
-        bos_token_id=SOT_ID,
-        eos_token_id=EOT_ID,
-        pad_token_id=EOT_ID,
-        no_timestamps_token_id=NO_TIMESTAMPS_ID,
-        prev_sot_token_id=PREV_SOT_ID,
-        is_multilingual=False,
-        return_timestamps=False,
-        max_initial_timestamp_index=50,
-        max_length=config.max_target_positions,
-        suppress_tokens=list(config.suppress_tokens or []),
-        begin_suppress_tokens=list(config.begin_suppress_tokens or []),
-        alignment_heads=[list(h) for h in hints.get("alignment_heads", _TINY_EN_ALIGNMENT_HEADS)],
-    )
-
-
 def whisper_from_ct2_variables(
     variables: dict[str, np.ndarray], hints: dict | None = None
 ) -> WhisperForConditionalGeneration:
@@ -368,7 +345,9 @@ def whisper_from_ct2_variables(
     config = _whisper_config(variables, hints)
     model = WhisperForConditionalGeneration(config)
     _load_weights(model, whisper_state_dict(variables, config))
-    model.generation_config = _generation_config(config, hints)
+    model.generation_config = whisper_generation_config(
+        WhisperVocab(config.vocab_size), config.max_target_positions, hints
+    )
     return model.eval()
 
 
@@ -428,7 +407,8 @@ def build_processor(model_dir: str | Path, num_mel_bins: int = 80) -> WhisperPro
 def import_whisper_ct2(
     model_dir: str | Path, dtype: torch.dtype = torch.float32
 ) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
-    """Load a CTranslate2 English-only Whisper model folder as (HF model in eval mode, processor).
+    """Load a CTranslate2 Whisper model folder (English-only or multilingual) as (HF model in eval mode,
+    processor).
 
     Weights are dequantized to float32 and then cast to ``dtype``. Usage::
 
@@ -447,4 +427,5 @@ def import_whisper_ct2(
         raise ModelError(
             f"tokenizer has {len(processor.tokenizer)} tokens but model.bin has {config.vocab_size} embeddings"
         )
+    check_tokenizer(WhisperVocab(config.vocab_size), processor.tokenizer)
     return model, processor

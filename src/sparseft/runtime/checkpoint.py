@@ -256,7 +256,9 @@ def load_compressed(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.
         if target not in state:
             raise CheckpointError(f"alias {alias} points to {target}, which is not in the checkpoint")
         state[alias] = state[target]
-    _check_tensors(state, model.state_dict())
+    expected = model.state_dict()
+    _cast_dense(state, expected, set(meta["layers"]))
+    _check_tensors(state, expected)
     _check_finite(state)
     try:
         model.load_state_dict(state, strict=True)  # SparseLinear validates its tensors (sizes, index, values)
@@ -265,6 +267,18 @@ def load_compressed(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     return model.eval()
+
+
+def _cast_dense(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], sparse: set[str]) -> None:
+    """The dense tensors (embeddings, norms, biases, ...) are stored in fp32; a model loaded in another
+    float dtype (``load_compressed(path, torch.bfloat16)``) takes them in its own. The sparse layers'
+    tensors keep exactly the dtypes of their format (checked against the file header already)."""
+    for name, t in state.items():
+        want = expected.get(name)
+        if want is None or name.rpartition(".")[0] in sparse or t.dtype == want.dtype:
+            continue
+        if t.dtype.is_floating_point and want.dtype.is_floating_point:
+            state[name] = t.to(want.dtype)
 
 
 def _check_finite(state: dict[str, torch.Tensor]) -> None:

@@ -5,6 +5,10 @@
     >>> model.generate(ids, max_new_tokens=128)       # unchanged API; the first call compiles (minutes)
     >>> greedy_decode(model, ids, 128)                # the same tokens without generate's per-token Python
 
+Encoder-decoder models (Whisper, T5) are prepared the same way for ``model.generate``: self-attention
+q/k/v and feed-forward siblings are fused, and in cross-attention only k/v (they read the encoder's
+states, q the decoder's: runtime/fusion.py); ``greedy_decode`` drives decoder-only models.
+
 At batch 1 a token runs hundreds of small ops, and the time outside the Linear layers (norms, rotary,
 attention, KV cache, Python) is a third to a half of it. What this module cuts:
 
@@ -133,6 +137,8 @@ def greedy_decode(
     Returns (batch, prompt + new) ids. Rows that reached ``eos_token_id`` continue with it, and decoding
     stops when every row has. The prompt runs eagerly; every later step is one call of the compiled
     forward (compiled on the first call, reused while the cache size is unchanged)."""
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise ConfigError("greedy_decode drives decoder-only models; use model.generate for encoder-decoder ones")
     if input_ids.dim() != 2 or max_new_tokens < 1:
         raise ConfigError("greedy_decode needs input_ids of shape (batch, length) and max_new_tokens >= 1")
     batch, prompt = input_ids.shape
@@ -181,14 +187,15 @@ def prepare_for_decode(
     dynamic: bool | None = False,
     backend: str = "inductor",
 ) -> dict[str, object]:
-    """Prepare an HF causal LM (dense or with SparseLinear layers) for fast decoding, in place.
+    """Prepare an HF causal LM or encoder-decoder model (dense or with SparseLinear layers) for fast
+    decoding, in place.
 
-    ``fuse``: fuse q/k/v and gate/up (runtime/fusion.py). ``compile``: ``model.generate`` and
-    ``greedy_decode`` then run every step after the prompt as one compiled graph over a static KV cache of
-    ``max_cache_len`` positions (default: prompt + new tokens of the call); ``dynamic``: passed to
-    torch.compile (False: fixed shapes, one graph per cache size); ``backend``: torch.compile's ("eager"
-    traces without generating code: tests). A dense model prepared the same way is
-    the fair baseline of a prepared sparse one. Returns {"fused": [groups], "compiled": bool, ...}."""
+    ``fuse``: fuse q/k/v and gate/up, in cross-attention only k/v (runtime/fusion.py). ``compile``:
+    ``model.generate`` and ``greedy_decode`` then run every step after the prompt as one compiled graph
+    over a static KV cache of ``max_cache_len`` positions (default: prompt + new tokens of the call);
+    ``dynamic``: passed to torch.compile (False: fixed shapes, one graph per cache size); ``backend``:
+    torch.compile's ("eager" traces without generating code: tests). A dense model prepared the same way
+    is the fair baseline of a prepared sparse one. Returns {"fused": [groups], "compiled": bool, ...}."""
     if compile and not hasattr(model, "generation_config"):
         raise ConfigError("compile=True needs a transformers generation model (one with .generation_config)")
     settings = {"dynamic": dynamic, "max_cache_len": max_cache_len, "backend": backend}

@@ -2,6 +2,14 @@
 
     >>> fuse_projections(model)        # in place; returns the fused groups
     ['model.layers.0.self_attn.{q_proj,k_proj,v_proj}', 'model.layers.0.mlp.{gate_proj,up_proj}', ...]
+    >>> fuse_projections(whisper)      # cross-attention: only k/v (they read the encoder's states)
+    [..., 'model.decoder.layers.0.encoder_attn.{k_proj,v_proj}', ...]
+
+In a decoder's cross-attention the query reads the decoder's states but the keys and values read the
+encoder's (computed once per sequence and cached), so fusing q with k/v would compute the k/v rows at
+every decode step for nothing (and q's rows over the whole encoder output once). Cross-attention modules
+are recognised by their name in their parent (``CROSS_ATTENTION``: encoder_attn of Whisper/BART/Marian,
+EncDecAttention of T5, ...) or an ``is_cross_attention`` attribute; they get ``CROSS_SIBLINGS``.
 
 The fused layer holds the rows of its siblings one after the other (``concat_rows``: the same stored
 values, mask bits and int8 scales), so each output is computed exactly as before, with one kernel call
@@ -21,10 +29,20 @@ from torch import nn
 
 from sparseft.errors import ConfigError
 from sparseft.runtime.format import PAD_BYTES, CompressedWeight
-from sparseft.runtime.linear import SparseLinear
+from sparseft.runtime.linear import SparseLinear, WeightInfo
 
-# Children of one module that read the same input (Llama, Qwen2, Mistral, Gemma, ... naming).
-SIBLINGS: tuple[tuple[str, ...], ...] = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+# Children of one module that read the same input: Llama, Qwen2, Mistral, Whisper, BART, OPT, ... naming,
+# then T5's (attention q/k/v, gated feed-forward wi_0/wi_1).
+SIBLINGS: tuple[tuple[str, ...], ...] = (
+    ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("q", "k", "v"), ("wi_0", "wi_1"),
+)  # fmt: skip
+# In a cross-attention module only the keys and values read the same (encoder) states.
+CROSS_SIBLINGS: tuple[tuple[str, ...], ...] = (("k_proj", "v_proj"), ("k", "v"))
+# Names under which encoder-decoder models hold their cross-attention (Whisper, BART, Marian, M2M100,
+# SpeechT5, TrOCR: encoder_attn; T5, mT5, LongT5: EncDecAttention; BERT-style decoders: crossattention).
+CROSS_ATTENTION = frozenset(
+    {"encoder_attn", "EncDecAttention", "crossattention", "cross_attn", "cross_attention"}
+)
 
 
 def concat_rows(cws: Sequence[CompressedWeight]) -> CompressedWeight:
@@ -89,6 +107,13 @@ class FusedSibling(nn.Module):
         self.index = index
         self.in_features, self.out_features = in_features, out_features
 
+    @property
+    def weight(self) -> WeightInfo:
+        """Shape / dtype / device of this part's weight, for code written for nn.Linear (no tensor)."""
+        fused = self.group.fused
+        dtype = fused.weight.dtype if isinstance(fused, nn.Linear) else torch.float32
+        return WeightInfo(torch.Size((self.out_features, self.in_features)), dtype, fused.weight.device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.group.part(x, self.index)
 
@@ -98,16 +123,17 @@ class FusedSibling(nn.Module):
 
 def _fused_dense(layers: Sequence[nn.Linear]) -> nn.Linear | None:
     w = [m.weight for m in layers]
-    if len({(t.dtype, t.device) for t in w}) != 1 or len({m.bias is None for m in layers}) != 1:
+    if len({(t.dtype, t.device) for t in w}) != 1:
         return None
-    has_bias = layers[0].bias is not None
+    has_bias = any(m.bias is not None for m in layers)  # a sibling without bias (Whisper's k_proj) adds 0
     lin = nn.Linear(
         w[0].shape[1], sum(t.shape[0] for t in w), bias=has_bias, dtype=w[0].dtype, device=w[0].device
     )
     with torch.no_grad():
         lin.weight.copy_(torch.cat(w))
         if has_bias:
-            lin.bias.copy_(torch.cat([m.bias for m in layers]))
+            biases = [m.weight.new_zeros(m.out_features) if m.bias is None else m.bias for m in layers]
+            lin.bias.copy_(torch.cat(biases))
     return lin.requires_grad_(False)
 
 
@@ -141,17 +167,28 @@ def _tied_ids(model: nn.Module) -> set[int]:
     return {k for k, n in seen.items() if n > 1}
 
 
+def is_cross_attention(name: str, module: nn.Module) -> bool:
+    """True for an attention module whose queries and keys/values read different states (see module doc)."""
+    return name.rpartition(".")[2] in CROSS_ATTENTION or getattr(module, "is_cross_attention", False) is True
+
+
 @torch.no_grad()
-def fuse_projections(model: nn.Module, siblings: Sequence[Sequence[str]] = SIBLINGS) -> list[str]:
+def fuse_projections(
+    model: nn.Module,
+    siblings: Sequence[Sequence[str]] = SIBLINGS,
+    cross_siblings: Sequence[Sequence[str]] = CROSS_SIBLINGS,
+) -> list[str]:
     """Fuse each group of sibling Linears (``siblings``: child names of one module that read the same
-    input) into one layer, in place; returns the fused groups as "parent.{a,b,c}".
+    input; ``cross_siblings`` in a cross-attention module) into one layer, in place; returns the fused
+    groups as "parent.{a,b,c}".
 
     Fused: all SparseLinear with the same value type, index and activation mode, or all dense nn.Linear
     of one dtype. Layers whose weight is shared with another parameter (tied) are left alone."""
     tied = _tied_ids(model)
     done = []
     for parent_name, parent in list(model.named_modules()):
-        for names in siblings:
+        groups = cross_siblings if is_cross_attention(parent_name, parent) else siblings
+        for names in groups:
             layers = [getattr(parent, n, None) for n in names]
             if any(not isinstance(m, nn.Module) for m in layers):
                 continue

@@ -55,6 +55,21 @@ class WeightInfo:
     shape: torch.Size
     dtype: torch.dtype = torch.float32
     device: torch.device = torch.device("cpu")
+    requires_grad: bool = False  # the stored values are not trained through this layer
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        """Like ``Tensor.size``: ``weight.size(0)`` is out_features, ``weight.size(1)`` in_features."""
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def numel(self) -> int:
+        return self.shape.numel()
 
 
 class SparseLinear(nn.Module):
