@@ -22,5 +22,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}: {packaged_model_dir(name)}")
     if not args.prepare:
         for entry in PACKAGED_MODELS.values():
-            print(f"{entry.name:<18} {entry.description}  [pip: {entry.pip_name}=={entry.pip_version}]")
+            print(f"{entry.name:<18} {entry.description}  [pip: {entry.pip_spec}]")
     return 0
