@@ -61,12 +61,14 @@ def _as_list(value: object) -> object:
 def _known_sources(value: list[str]) -> list[str]:
     from pathlib import Path
 
-    from sparseft.data.sources import SOURCES
+    from sparseft.data.kinds import named_sources
 
+    named = named_sources()
     for item in value:
-        if item not in SOURCES and not Path(item).exists():
-            names = ", ".join(repr(n) for n in SOURCES)
-            raise ValueError(f"data source {item!r} is neither {names} nor an existing .txt/.jsonl file or folder")
+        if item not in named and not Path(item).exists():
+            names = ", ".join(repr(n) for n in named)
+            raise ValueError(f"data source {item!r} is neither {names} nor an existing file or folder "
+                             "(.txt/.jsonl texts, .tsv/.jsonl text pairs, audio manifests)")
     return value
 
 
@@ -112,7 +114,11 @@ class LayerSelection(Strict):
 
 
 class Calibration(Strict):
-    """Calibration windows: `nsamples` random windows of `seqlen` tokens of the sources' calibration split."""
+    """Calibration windows: `nsamples` random windows of `seqlen` tokens of the sources' calibration split.
+
+    For seq2seq and speech models, `nsamples` text pairs or clips (with labels of at most `seqlen` tokens);
+    fields left out take the model kind's defaults (speech: espeak, 32 clips, 4 per batch).
+    """
 
     source: Sources = ["gsm"]
     nsamples: int = Field(128, gt=0)
@@ -213,8 +219,8 @@ class FinetuneSettings(Strict):
 
     teacher: str | None = Field("source", description="'source' (the run's dense model), a model, or null")
     masks: str | None = Field(None, description="masks file (default: the input's masks, else its zeros)")
-    data: Sources = ["gsm"]
-    nsamples: int = Field(512, gt=0, description="training texts")
+    data: Sources = Field(["gsm"], description="train split sources; left out: gsm, espeak (speech) or gsm-en-de (seq2seq)")
+    nsamples: int = Field(512, gt=0, description="training texts (clips, pairs)")
     seqlen: int = Field(256, gt=1)
     pack: bool = Field(True, description="pack texts into full windows (else one padded example per text)")
     loss: LossWeights = LossWeights()
@@ -280,19 +286,25 @@ class CompressSettings(Strict):
 
 
 class EvalSettings(Strict):
-    """Perplexity on the test split of each source in `data` (each on its own), and weight sparsity.
+    """The model kind's metric on the test split of each source in `data` (each on its own), and weight
+    sparsity: perplexity (causal LMs), normalised WER (speech), BLEU (seq2seq).
 
-    The default pairs the task (gsm: held-out templates) with general English (austen: a novel never
+    ```yaml
+    - eval: {data: gsm}
+    - eval: {data: [librivox, cards]}        # Whisper: real clips; the default for speech models
+    ```
+    The causal default pairs the task (gsm: held-out templates) with general English (austen: a novel never
     trained on), so in-domain fitting cannot pass for recovery.
     """
 
-    data: Sources = ["gsm", "austen"]
+    data: Sources = Field(["gsm", "austen"], description="test split sources; left out: gsm + austen, "
+                          "librivox + cards (speech) or gsm-en-de (seq2seq)")
     seqlen: int = Field(512, gt=1)
     stride: int | None = Field(None, gt=0, description="sliding windows: score `stride` new tokens per window")
-    max_texts: int | None = Field(None, gt=0, description="evaluate on the first N texts of each source (faster)")
+    max_texts: int | None = Field(None, gt=0, description="evaluate on the first N texts / clips / pairs of each source")
     tokenizer: str | None = Field(None, description="where the tokenizer is, if not with the model")
     gsm_accuracy: bool = Field(False, description="also greedy-decode the held-out GSM problems (exact match)")
-    max_new_tokens: int = Field(200, gt=0, description="tokens generated per GSM problem")
+    max_new_tokens: int = Field(200, gt=0, description="tokens generated per GSM problem, clip or pair")
     progress: bool = False
 
 

@@ -42,15 +42,22 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore", action="append", metavar="REGEX", help="skip layers whose name matches (repeatable)")
 
 
-def add_calibration_arguments(parser: argparse.ArgumentParser, nsamples: int, seqlen: int, batch: int) -> None:
+def add_calibration_arguments(parser: argparse.ArgumentParser, nsamples: int, seqlen: int, batch: int,
+                              by_kind: bool = False) -> None:
+    """--calib and its sizes. `by_kind`: the defaults given are a text model's; left out, an option takes the
+    model kind's default (speech: 32 clips of espeak, 4 per batch; see sparseft.stages.tasks)."""
     from sparseft.data.sources import describe_sources
 
+    other = "; speech models: espeak, 32 clips, 4 per batch" if by_kind else ""
     parser.add_argument("--calib", nargs="+", metavar="SOURCE",
-                        help=f"calibration texts (their calibration split): {describe_sources()}; or .txt/.jsonl "
-                             "files or folders")  # fmt: skip
-    parser.add_argument("--nsamples", type=int, default=nsamples, help=f"calibration windows (default {nsamples})")
-    parser.add_argument("--seqlen", type=int, default=seqlen, help=f"tokens per calibration window (default {seqlen})")
-    parser.add_argument("--batch-size", type=int, default=batch, help=f"windows per forward pass (default {batch})")
+                        help=f"calibration data (its calibration split): {describe_sources()}; or files or folders "
+                             "(.txt/.jsonl texts, .tsv/.jsonl text pairs, audio manifests)" + other)  # fmt: skip
+    parser.add_argument("--nsamples", type=int, default=None if by_kind else nsamples,
+                        help=f"calibration windows, pairs or clips (default {nsamples})")
+    parser.add_argument("--seqlen", type=int, default=None if by_kind else seqlen,
+                        help=f"tokens per calibration window, or most label tokens (default {seqlen})")
+    parser.add_argument("--batch-size", type=int, default=None if by_kind else batch,
+                        help=f"windows per forward pass (default {batch})")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling the calibration windows")
 
 
@@ -62,12 +69,15 @@ def add_output_arguments(parser: argparse.ArgumentParser, what: str = "output fo
                         help="replace --out even if it is a file or a folder sparseft did not write")
 
 
-def calibration_from(args: argparse.Namespace, default_source: list[str] | None) -> dict | None:
+def calibration_from(args: argparse.Namespace, default_source: list[str] | None, always: bool = False) -> dict | None:
+    """The calibration options as settings values; None without sources (unless `always`: then the
+    stage picks the sources by the model's kind)."""
     sources = args.calib or default_source
-    if sources is None:
+    if sources is None and not always:
         return None
-    return {"source": sources, "nsamples": args.nsamples, "seqlen": args.seqlen, "batch_size": args.batch_size,
-            "seed": args.seed}
+    given = {"source": sources, "nsamples": args.nsamples, "seqlen": args.seqlen, "batch_size": args.batch_size,
+             "seed": args.seed}
+    return {k: v for k, v in given.items() if v is not None}  # left out: the stage's defaults
 
 
 def settings_from(cls: type[S], flags: dict[str, str] | None = None, **values: Any) -> S:

@@ -1,4 +1,4 @@
-"""`sparseft eval`: perplexity on the test split of a data source, and the sparsity of the weights."""
+"""`sparseft eval`: the model kind's metric (perplexity, WER, BLEU) on test splits, and weight sparsity."""
 
 from __future__ import annotations
 
@@ -6,28 +6,43 @@ import argparse
 
 from sparseft.commands._common import add_model_arguments, settings_from, stage_io
 
+EPILOG = """examples:
+  sparseft eval smollm2-135m                                 # perplexity on gsm and austen (test splits)
+  sparseft eval whisper-tiny.en --data librivox cards        # normalised WER of greedy transcripts
+  sparseft eval runs/whisper-sgpt50 --data espeak            # synthetic clips of the text sources' test texts
+  sparseft eval runs/t5-sparse --data gsm-en-de              # BLEU (sacrebleu) of greedy outputs
+
+WER: both sides normalised like Whisper's English normaliser (case, punctuation, contractions,
+titles, British spellings), numbers written as words; total edits / total reference words."""
+
 
 def register(subparsers) -> None:
     from sparseft.data.sources import describe_sources
 
     parser = subparsers.add_parser(
         "eval",
-        help="perplexity on held-out text, plus weight sparsity",
-        description="Evaluate a causal LM: perplexity on the test split of --data (never seen in calibration "
-        "or training) and the sparsity of its prunable layers.",
+        help="perplexity (causal LM), WER (speech) or BLEU (seq2seq) on held-out data, plus weight sparsity",
+        description="Evaluate a model on the test split of --data (never seen in calibration or training) with "
+        "its kind's metric: perplexity for causal LMs, normalised word error rate of greedy transcripts for "
+        "speech models (Whisper), BLEU of greedy outputs for text seq2seq models (T5); and the sparsity of "
+        "its prunable layers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser)
     parser.add_argument("--data", nargs="+", metavar="SOURCE",
-                        help=f"test texts, each source reported on its own: {describe_sources()}; or .txt/.jsonl "
-                             "files or folders (default: gsm austen, in-domain and out-of-domain)")
+                        help=f"test data, each source reported on its own: {describe_sources()}; or files or "
+                             "folders (default: gsm austen for causal LMs, librivox cards for speech, gsm-en-de "
+                             "for seq2seq)")
     parser.add_argument("--seqlen", type=int, default=512, help="tokens per evaluation window (default 512)")
     parser.add_argument("--stride", type=int, help="sliding windows: score STRIDE new tokens per window, with the "
                                                    "rest of the window as context (default: back-to-back windows)")
-    parser.add_argument("--max-texts", type=int, help="evaluate on the first N texts only")
+    parser.add_argument("--max-texts", type=int, help="evaluate on the first N texts, clips or pairs only")
     parser.add_argument("--tokenizer", help="where the tokenizer is, if not in MODEL (e.g. for a compressed checkpoint)")
     parser.add_argument("--gsm-accuracy", action="store_true",
                         help="also greedy-decode the held-out GSM problems and report exact match (slow)")
-    parser.add_argument("--max-new-tokens", type=int, help="tokens generated per GSM problem (default 200)")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="tokens generated per GSM problem, clip or pair (default 200)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     parser.set_defaults(func=run)
 
@@ -42,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
                              max_texts=args.max_texts, tokenizer=args.tokenizer, progress=not args.json,
                              gsm_accuracy=args.gsm_accuracy, max_new_tokens=args.max_new_tokens)
     record = run_eval(settings, stage_io(args, None))
+    metric = record["metric"]
     if args.json:
-        keys = ("model", "perplexity", "tokens", "texts", "sparsity", "gsm_exact_match")
+        keys = ("model", "metric", metric, "tokens", "texts", "words", "clips", "pairs", "sparsity", "gsm_exact_match")
         print(json.dumps({k: record[k] for k in keys if k in record}))
     else:
-        scores = "   ".join(f"{s} {p:.3f}" for s, p in record["perplexity"].items())
-        print(f"perplexity: {scores}   sparsity {record['sparsity']:.2%}")
+        shown = {"wer": lambda v: f"{100 * v:.2f}%", "bleu": lambda v: f"{v:.2f}"}.get(metric, lambda v: f"{v:.3f}")
+        scores = "   ".join(f"{s} {shown(v)}" for s, v in record[metric].items())
+        print(f"{metric}: {scores}   sparsity {record['sparsity']:.2%}")
     return 0

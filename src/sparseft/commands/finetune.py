@@ -22,8 +22,13 @@ EPILOG = """examples:
   # the same with FSDP2: student and teacher sharded across the ranks (CPU/gloo or GPUs)
   torchrun --nproc_per_node 2 -m sparseft.cli finetune --fsdp --student ... --out ...
 
+  # Whisper: the one-shot pruned model recovers on synthetic speech, SquareHead over encoder and decoder
+  sparseft finetune --student runs/whisper-sgpt50 --teacher whisper-tiny.en --data espeak --steps 100 \
+      --batch-size 4 --lr 1e-5 --out runs/whisper-sgpt50-sh
+
 --data: 'gsm' (generated variants of the packaged GSM problems, never the 100 originals) or a file
-(.jsonl with a "text" field per line, or .txt with texts separated by blank lines).
+(.jsonl with a "text" field per line, or .txt with texts separated by blank lines); for speech and
+seq2seq models, speech sources / text pairs (see `sparseft eval --help`).
 Masks: --masks FILE, else STUDENT/masks.safetensors, else the student's zero weights (none: dense).
 Output: OUT/checkpoints/checkpoint-N (HF checkpoints + masks.safetensors; --resume continues the last),
 OUT/final (model, tokenizer, masks, sparseft.json with the settings and the loss history)."""
@@ -45,10 +50,13 @@ def register(subparsers) -> None:
     io.add_argument("--student", required=True, help="student model: folder, packaged name, .gguf or hub id")
     io.add_argument("--teacher", help="dense teacher model (needed by the squarehead and kd terms)")
     io.add_argument("--masks", help="masks.safetensors of the student (default: STUDENT/masks.safetensors)")
-    io.add_argument("--data", nargs="+", default=["gsm"], metavar="SOURCE",
-                    help="training texts: gsm (default), fortunes, or .jsonl/.txt files or folders")
-    io.add_argument("--num-texts", type=int, default=512, help="number of training texts to use (default 512)")
-    io.add_argument("--seqlen", type=int, default=256, help="tokens per training example (default 256)")
+    io.add_argument("--data", nargs="+", default=None, metavar="SOURCE",
+                    help="training data (train split): texts for causal LMs (gsm: the default, fortunes, austen, "
+                         ".jsonl/.txt), speech for Whisper (espeak: the default, or an audio manifest), text pairs "
+                         "for T5 (gsm-en-de: the default, or .tsv/.jsonl with source/target)")
+    io.add_argument("--num-texts", type=int, default=512, help="training texts, clips or pairs to use (default 512)")
+    io.add_argument("--seqlen", type=int, default=256,
+                    help="tokens per training example; seq2seq: most tokens per source and label (default 256)")
     io.add_argument("--no-pack", action="store_true",
                     help="one padded example per text instead of packing texts into full windows")
     add_output_arguments(io, "output model folder (checkpoints go to OUT.checkpoints/)")

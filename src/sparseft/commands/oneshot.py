@@ -20,10 +20,13 @@ EPILOG = """examples:
   sparseft oneshot smollm2-135m --nm 2:4 --method wanda --out runs/smollm2-wanda-2of4
   sparseft oneshot smollm2-135m --sparsity 0.7 --allocation owl --out runs/smollm2-owl70
   sparseft oneshot ./my-model --calib notes.txt more.jsonl --nsamples 64 --seqlen 1024 --out runs/m50
+  sparseft oneshot whisper-tiny.en --calib espeak --nsamples 32 --out runs/whisper-sgpt50
+  sparseft oneshot ./my-t5 --calib pairs.tsv --out runs/t5-sgpt50
 
 --calib: 'gsm' (generated variants of the packaged GSM math problems; the 100 originals stay held out
 for `sparseft eval`), 'fortunes' (its calibration split), or files/folders (.txt: texts separated by
-blank lines; .jsonl: a "text" field per line).
+blank lines; .jsonl: a "text" field per line). Without --calib the model's kind decides: gsm for
+causal LMs, 'espeak' (synthetic speech clips, 32 of them) for Whisper, 'gsm-en-de' (text pairs) for T5.
 The output folder is a normal HF model folder (safetensors) plus masks.safetensors and stage.json
 (the settings, per-layer sparsity and reconstruction error).
 
@@ -61,7 +64,7 @@ def register(subparsers) -> None:
                              "outlier weights (|w|*||x|| above 5x their mean) keep more, mean sparsity unchanged")
     parser.add_argument("--owl-lambda", type=float, default=0.08,
                         help="OWL: a block's sparsity differs from --sparsity by at most twice this (default 0.08)")
-    add_calibration_arguments(parser, nsamples=128, seqlen=512, batch=8)
+    add_calibration_arguments(parser, nsamples=128, seqlen=512, batch=8, by_kind=True)
     parser.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block size (default 128)")
     parser.add_argument("--percdamp", type=float, default=0.01,
                         help="SparseGPT dampening, as a fraction of the Hessian's mean diagonal (default 0.01)")
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from sparseft.settings import OneShotSettings
     from sparseft.stages import run_oneshot
 
-    calib = calibration_from(args, ["gsm"] if args.method != "magnitude" else None)
+    calib = calibration_from(args, None, always=args.method != "magnitude")  # sources by model kind
     settings = settings_from(
         OneShotSettings, method=args.method, sparsity=args.sparsity, nm=args.nm, calib=calib,
         blocksize=args.blocksize, percdamp=args.percdamp, low_memory=args.low_memory, device=args.device,

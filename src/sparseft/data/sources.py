@@ -20,6 +20,10 @@ by blank lines, ``.jsonl`` one JSON object with a "text" field per line; a folde
 .jsonl file inside, in name order. Several sources can be given at once (a list); their texts are
 interleaved, so the first `n` of them mix every source.
 
+Seq2seq and speech models read text pairs (`sparseft.data.pairs.load_pairs`: `gsm-en-de`, .tsv) and
+speech clips (`sparseft.data.speech.load_clips`: `espeak`, `librivox`, `cards`, audio manifests) the same
+way, with the same splits; `sparseft.data.kinds.source_kind` tells which a source holds.
+
     >>> calib = load_texts("gsm", "calibration", n=600)
     >>> heldout = load_texts("gsm", "test")               # the 100 originals
     >>> mine = load_texts(["notes.txt", "more.jsonl"], "train")
@@ -123,8 +127,12 @@ def load_texts(source: str | Sequence[str], split: str, n: int | None = None, se
 
 
 def describe_sources() -> str:
-    """One line per named source, for --help texts."""
-    return "; ".join(f"{s.name}: {s.description}" for s in SOURCES.values())
+    """One line per named source of every kind (texts, text pairs, speech), for --help texts."""
+    from sparseft.data.pairs import PAIR_SOURCES
+    from sparseft.data.speech import SPEECH_SOURCES
+
+    named = [*SOURCES.values(), *PAIR_SOURCES.values(), *SPEECH_SOURCES.values()]
+    return "; ".join(f"{s.name}: {s.description}" for s in named)
 
 
 def _path_texts(path: Path) -> list[str]:

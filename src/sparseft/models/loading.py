@@ -93,6 +93,13 @@ def model_class_for(config: PretrainedConfig) -> type:
     return AutoModelForCausalLM
 
 
+def model_kind(config: PretrainedConfig) -> str:
+    """'causal' (decoder-only LM), 'seq2seq' (text encoder-decoder, e.g. T5) or 'speech' (e.g. Whisper):
+    what data the model reads and how it is evaluated (perplexity, BLEU, WER)."""
+    cls = model_class_for(config)
+    return {AutoModelForSpeechSeq2Seq: "speech", AutoModelForSeq2SeqLM: "seq2seq"}.get(cls, "causal")
+
+
 def _hub_kwargs(trust_remote_code: bool, revision: str | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
@@ -143,7 +150,10 @@ def load_tokenizer(
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
         if config.model_type == "whisper":
-            return AutoProcessor.from_pretrained(source, **kwargs)
+            try:
+                return AutoProcessor.from_pretrained(source, **kwargs)
+            except (OSError, ValueError):
+                pass  # a folder with a tokenizer but no feature extractor: the speech data path builds one
         return AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         if missing_ok:

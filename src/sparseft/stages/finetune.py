@@ -49,18 +49,18 @@ def _masks(settings: FinetuneSettings, io: StageIO, student):
     return masks
 
 
-def _gmp(settings: FinetuneSettings, student, tokenizer, io: StageIO):
+def _gmp(settings: FinetuneSettings, student, tokenizer, io: StageIO, sources: list[str]):
     from sparseft.train import GMPSchedule
 
     g = settings.gmp
     if g is None:
         return None
     end = g.end_step if g.end_step is not None else max(1, int(0.75 * settings.steps))
-    share = _owl_share(settings, student, tokenizer, io) if g.scheme == "owl" else None
+    share = _owl_share(settings, student, tokenizer, io, sources) if g.scheme == "owl" else None
     return GMPSchedule(g.init_sparsity, g.final_sparsity, g.start_step, end, g.frequency, g.scheme, share)
 
 
-def _owl_share(settings: FinetuneSettings, student, tokenizer, io: StageIO) -> dict[str, float]:
+def _owl_share(settings: FinetuneSettings, student, tokenizer, io: StageIO, sources: list[str]) -> dict[str, float]:
     """Each layer's OWL final sparsity over the target, measured on the dense student before training."""
     from sparseft.models import find_prunable
     from sparseft.prune.allocation import Allocation, owl_layer_sparsities
@@ -68,7 +68,7 @@ def _owl_share(settings: FinetuneSettings, student, tokenizer, io: StageIO) -> d
     from sparseft.stages.oneshot import calibration_batches_for
 
     final = settings.gmp.final_sparsity
-    calib = Calibration(source=settings.data, nsamples=32, seqlen=min(settings.seqlen, 512), seed=settings.seed)
+    calib = Calibration(source=sources, nsamples=32, seqlen=min(settings.seqlen, 512), seed=settings.seed)
     batches = calibration_batches_for(student, tokenizer, calib, io)
     targets = owl_layer_sparsities(student, batches, find_prunable(student), final,
                                    Allocation("owl", lam=settings.gmp.owl_lambda))
@@ -79,14 +79,16 @@ def _owl_share(settings: FinetuneSettings, student, tokenizer, io: StageIO) -> d
 def training_arguments(settings: FinetuneSettings, checkpoints: Path, student):
     """The HF TrainingArguments of a fine-tune (the one place they are built)."""
     import torch
-    from transformers import TrainingArguments
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
     from sparseft.train.fsdp import fsdp_config_for
 
     steps = settings.steps
     sharding = {"fsdp": True, "fsdp_config": fsdp_config_for(student)} if settings.fsdp else {}
     report_to = settings.report_to or ("tensorboard" if importlib.util.find_spec("tensorboard") else "none")
-    return TrainingArguments(
+    # The seq2seq trainer reads its generation settings from Seq2SeqTrainingArguments.
+    arguments = Seq2SeqTrainingArguments if getattr(student.config, "is_encoder_decoder", False) else TrainingArguments
+    return arguments(
         output_dir=str(checkpoints), max_steps=steps, per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum, learning_rate=settings.learning_rate,
         warmup_steps=int(settings.warmup * steps), lr_scheduler_type="cosine", weight_decay=settings.weight_decay,
@@ -123,39 +125,41 @@ def _resume_point(checkpoints: Path, resume: bool) -> str | None:
     return last
 
 
-def _train_texts(settings: FinetuneSettings, tokenizer):
-    from sparseft.data.sources import load_texts
-    from sparseft.train import CausalLMTexts
+def _training_data(settings: FinetuneSettings, task, student, tokenizer) -> tuple[list[str], object, object]:
+    """(sources, dataset, collator) of the train split, for the student's kind (`sparseft.stages.tasks`)."""
+    from sparseft.stages.tasks import default_sources, training_data
 
-    texts = load_texts(settings.data, "train", n=settings.nsamples, seed=settings.seed)
-    return CausalLMTexts(tokenizer, texts, seqlen=settings.seqlen, pack=settings.pack)
+    sources = default_sources(settings, "data", task, task.train)
+    dataset, collate = training_data(task, student, tokenizer, sources, settings.nsamples, settings.seqlen,
+                                     settings.seed, pack=settings.pack)
+    return sources, dataset, collate
 
 
 def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
     """Fine-tune `io.input` sparse; write the model, masks and record (loss history) to `io.output`."""
     from sparseft.models import load_model
-    from sparseft.models.loading import check_seqlen, parse_dtype
+    from sparseft.models.loading import parse_dtype
     from sparseft.models.saving import save_model_folder
     from sparseft.prune import sparsity_report
-    from sparseft.train import DistillConfig, SparseTrainer, pad_collate
+    from sparseft.stages.tasks import task_of
+    from sparseft.train import DistillConfig, SparseSeq2SeqTrainer, SparseTrainer
 
     out = io.require_output("finetune")
     teacher_ref = _teacher_ref(settings, io)
     student, tokenizer = load_input(io)
-    if getattr(student.config, "is_encoder_decoder", False):
-        raise ConfigError("finetune trains causal LMs; use sparseft.train.SparseSeq2SeqTrainer for seq2seq")
+    task = task_of(student)
     tokenizer = require_tokenizer(tokenizer, io, "fine-tuning")
-    check_seqlen(student.config, settings.seqlen, "a training example")
+    sources, dataset, collate = _training_data(settings, task, student, tokenizer)
     loss = settings.loss
     distill = DistillConfig(w_task=loss.task, w_kd=loss.kd, w_sh=loss.squarehead, temperature=loss.temperature,
                              squarehead_normalize=loss.squarehead_normalize)
     teacher = load_model(teacher_ref, io.dtype) if teacher_ref else None
     checkpoints = checkpoints_dir(out)
-    trainer = SparseTrainer(
-        model=student, args=training_arguments(settings, checkpoints, student),
-        train_dataset=_train_texts(settings, tokenizer), teacher=teacher, masks=_masks(settings, io, student),
-        gmp=_gmp(settings, student, tokenizer, io), distill=distill, teacher_dtype=parse_dtype(settings.teacher_dtype) if teacher else None,
-        data_collator=pad_collate(tokenizer.pad_token_id),
+    trainer_class = SparseTrainer if task.kind == "causal" else SparseSeq2SeqTrainer  # encoder + decoder blocks
+    trainer = trainer_class(
+        model=student, args=training_arguments(settings, checkpoints, student), train_dataset=dataset,
+        teacher=teacher, masks=_masks(settings, io, student), gmp=_gmp(settings, student, tokenizer, io, sources),
+        distill=distill, teacher_dtype=parse_dtype(settings.teacher_dtype) if teacher else None, data_collator=collate,
     )  # fmt: skip
     resume_from = _resume_point(checkpoints, io.resume)
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -163,7 +167,8 @@ def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
     masks = trainer.masks
     report = sparsity_report(student, list(masks)) if student is not None and masks else None
     record = stage_record(
-        "finetune", settings, io, teacher_model=teacher_ref, resumed_from=resume_from,
+        "finetune", settings, io, teacher_model=teacher_ref, resumed_from=resume_from, data=sources,
+        examples=len(dataset),
         train_seconds=result.metrics.get("train_runtime"), total_sparsity=report.sparsity if report else 0.0,
         log_history=trainer.state.log_history,
     )  # fmt: skip

@@ -8,27 +8,27 @@ recipes and the Python API all get the low-memory path.
 
 from __future__ import annotations
 
-from sparseft.errors import ConfigError
 from sparseft.settings import Calibration, OneShotSettings
 from sparseft.stages.common import StageIO, input_tokenizer, report_log, require_tokenizer, stage_record
 
 
 def calibration_batches_for(model, tokenizer, calib: Calibration, io: StageIO) -> list[dict]:
-    """Model inputs from the calibration split of `calib.source` (shared by oneshot and quantize)."""
-    from sparseft.data.calibration import calibration_batches
-    from sparseft.data.sources import load_texts
-    from sparseft.models.loading import check_seqlen
+    """Model inputs from the calibration split of `calib.source`, shaped for the model's kind (token
+    windows, text pairs or speech features: `sparseft.stages.tasks`); shared by oneshot, quantize, finetune."""
+    from sparseft.stages.tasks import calibration_batches, task_of
 
-    if model.main_input_name != "input_ids":
-        raise ConfigError(
-            f"calibration from text needs a text model; {io.input} takes {model.main_input_name} (speech): "
-            "call sparseft.prune.streaming.oneshot_to_folder with batches of its inputs instead"
-        )
     tokenizer = require_tokenizer(tokenizer, io, "calibration")
-    check_seqlen(model.config, calib.seqlen, "a calibration window")
-    texts = load_texts(calib.source, "calibration", seed=calib.seed)
-    return calibration_batches(tokenizer, texts, calib.nsamples, calib.seqlen, calib.batch_size, calib.seed,
-                               encoder_decoder=bool(getattr(model.config, "is_encoder_decoder", False)))
+    return calibration_batches(task_of(model), model, tokenizer, calib)
+
+
+def _calibration(settings: OneShotSettings, model) -> Calibration | None:
+    """The given calibration (the model kind's defaults for what it leaves out), else the kind's default
+    for data methods; magnitude uses data only when given (for its error report)."""
+    from sparseft.stages.tasks import calibration_for, task_of
+
+    if settings.calib is None and settings.method == "magnitude":
+        return None
+    return calibration_for(settings.calib, task_of(model))
 
 
 def run_oneshot(settings: OneShotSettings, io: StageIO) -> dict:
@@ -40,7 +40,7 @@ def run_oneshot(settings: OneShotSettings, io: StageIO) -> dict:
     out = io.require_output("oneshot")
     model, stream = load_for_oneshot(io.input, io.dtype, settings.low_memory, trust_remote_code=io.trust_remote_code)
     tokenizer = input_tokenizer(io)
-    calib = settings.calibration
+    calib = _calibration(settings, model)
     batches = calibration_batches_for(model, tokenizer, calib, io) if calib else None
 
     records: list[dict] = []
@@ -48,6 +48,7 @@ def run_oneshot(settings: OneShotSettings, io: StageIO) -> dict:
     def record(report) -> dict:
         # Peak memory of loading + pruning (streamed: + writing the blocks), before the final files.
         records.append(stage_record("oneshot", settings, io, low_memory=stream is not None,
+                                    calibration=calib.model_dump(mode="json") if calib else None,
                                     peak_rss_before_save_mib=round(peak_rss_mib(), 1), **report.as_dict()))
         return records[-1]
 

@@ -8,7 +8,7 @@ The output is an HF model folder with the dequantized weights, their scales and 
 
 from __future__ import annotations
 
-from sparseft.settings import QuantizeSettings
+from sparseft.settings import Calibration, QuantizeSettings
 from sparseft.stages.common import StageIO, input_masks, load_input, report_log, stage_record
 from sparseft.stages.oneshot import calibration_batches_for
 
@@ -27,6 +27,16 @@ def _sensitive_layers(settings: QuantizeSettings, model, batches, masks) -> tupl
     return kept, report.as_dict()["layers"]
 
 
+def _calibration(settings: QuantizeSettings, model) -> Calibration:
+    """The given calibration, else the model kind's default (the settings' default is for causal LMs)."""
+    from sparseft.stages.tasks import task_of
+
+    task = task_of(model)
+    if "calib" in settings.model_fields_set or task.kind == "causal":
+        return settings.calib
+    return task.calib.model_copy(update={"nsamples": min(task.calib.nsamples, settings.calib.nsamples)})
+
+
 def run_quantize(settings: QuantizeSettings, io: StageIO) -> dict:
     """Quantize `io.input`; write the model, scales, masks and record to `io.output`."""
     from sparseft.quant import QuantScheme, quantize_model, save_quantized
@@ -35,7 +45,7 @@ def run_quantize(settings: QuantizeSettings, io: StageIO) -> dict:
     scheme = QuantScheme.parse(settings.scheme, settings.weights)
     model, tokenizer = load_input(io)
     masks = input_masks(io)
-    batches = calibration_batches_for(model, tokenizer, settings.calib, io) if settings.needs_calibration else None
+    batches = calibration_batches_for(model, tokenizer, _calibration(settings, model), io) if settings.needs_calibration else None
     kept, sensitivity = _sensitive_layers(settings, model, batches, masks)
     ignore = list(settings.ignore or []) + kept
     fq = quantize_model(model, scheme, settings.targets, ignore or None, masks, batches, settings.method)

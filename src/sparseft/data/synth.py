@@ -1,0 +1,136 @@
+"""A synthetic English speech set made with Debian `espeak-ng`: for fine-tuning and calibrating speech models.
+
+Texts come from the packaged text sources, by split, so the synthetic set keeps their disjointness:
+- train: GSM variants of the train templates (questions only), fortunes of the train hash split, and
+  sentences of four Austen novels: never *Persuasion* (austen's test novel) nor *Sense and Sensibility*
+  (the novel the real librivox test clips are read from, so no test sentence is ever trained on);
+- test: the original questions of the GSM test templates, the test fortunes, sentences of *Persuasion*.
+Each clip gets a voice (8 accents and variants), a speed (140-190 words per minute) and a pitch drawn
+from a seeded generator, and is stored as 16 kHz 16-bit PCM wav.
+
+    >>> folder = build_speech_set("data/espeak", train=200, test=40)    # or: sparseft data speech --out DIR
+    >>> load_clips(str(folder), "train")                                 # DIR/train.jsonl
+    >>> load_clips("espeak", "train")                                    # the cached default set
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+import subprocess
+from itertools import zip_longest
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from sparseft.atomic import atomic_folder
+from sparseft.data.audio import SPEECH_RATE, load_audio, write_wav
+from sparseft.errors import SparseftError
+
+log = logging.getLogger(__name__)
+
+VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us+f3", "en-gb+f4", "en-us+m3")
+SPEEDS = (140, 190)  # words per minute
+PITCHES = (30, 70)
+#: Words per clip: long enough to carry context, short enough to stay well inside Whisper's 30 s window.
+WORDS = (5, 40)
+#: Novels never spoken in training: austen's test novel and the one the librivox clips are read from.
+HELD_OUT_NOVELS = ("persuasion", "sensesensibility")
+#: Bump when the texts, voices or format change: the cached default set is keyed by it.
+VERSION = 1
+DEFAULT_TRAIN, DEFAULT_TEST = 200, 40
+_SPEAKABLE = re.compile(r"^[A-Za-z0-9 ,.;:'\"?!$%()\-]+$")
+
+
+def _speakable(text: str) -> str | None:
+    """The text on one line, if it reads as plain prose of a clip's length (no code, tables, odd symbols)."""
+    text = " ".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+    text = " ".join(text.replace("`", "'").split())
+    return text if _SPEAKABLE.match(text) and WORDS[0] <= len(text.split()) <= WORDS[1] else None
+
+
+def _sentences(paragraphs: list[str]) -> list[str]:
+    return [s for p in paragraphs for s in re.split(r"(?<=[.!?])\s+", p)]
+
+
+def speech_texts(split: str, n: int, seed: int = 0) -> list[str]:
+    """`n` texts for clips of `split` ("train" or "test"), mixed evenly from GSM, fortunes and Austen."""
+    from sparseft.data.austen import austen_novels, paragraphs
+    from sparseft.data.sources import load_texts
+    from sparseft.data.texts import gsm_problems, gsm_template_split, gsm_variants
+
+    rng = random.Random(seed)
+    if split == "test":
+        gsm = [p.question for p in gsm_problems() if gsm_template_split(p.id_orig) == "test"]
+        novels = ["persuasion"]
+    else:
+        gsm = [p.question for p in gsm_variants(max(60, n), seed, split="train")]
+        novels = [name for name in austen_novels() if name not in HELD_OUT_NOVELS]
+    austen = _sentences([p for name in sorted(novels) for p in paragraphs(austen_novels()[name])])
+    fortunes = load_texts("fortunes", "test" if split == "test" else "train")
+    pools = []
+    for pool in (gsm, fortunes, austen):
+        texts = list(dict.fromkeys(t for t in map(_speakable, pool) if t))
+        rng.shuffle(texts)
+        pools.append(texts)
+    mixed = [t for group in zip_longest(*pools) for t in group if t is not None]
+    if len(mixed) < n:
+        raise SparseftError(f"only {len(mixed)} speakable texts for the {split} split, fewer than {n}")
+    return mixed[:n]
+
+
+def _speak(text: str, voice: str, speed: int, pitch: int, wav: Path) -> None:
+    # The text goes through stdin: a text starting with '-' would otherwise be read as an option.
+    try:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav)],
+                       input=text.encode(), check=True, capture_output=True, timeout=60)
+    except FileNotFoundError:
+        raise SparseftError("espeak-ng not found: install the Debian package espeak-ng") from None
+    except subprocess.CalledProcessError as err:
+        raise SparseftError(f"espeak-ng failed on {text[:40]!r}: {err.stderr.decode(errors='replace')[:200]}") from None
+
+
+def _write_split(folder: Path, split: str, texts: list[str], rng: random.Random, progress: bool) -> None:
+    records = []
+    (folder / "wav").mkdir(exist_ok=True)
+    raw = folder / "espeak.wav"
+    for i, text in enumerate(tqdm(texts, desc=f"espeak {split}", disable=not progress)):
+        voice, speed, pitch = rng.choice(VOICES), rng.randint(*SPEEDS), rng.randint(*PITCHES)
+        _speak(text, voice, speed, pitch, raw)
+        name = f"wav/{split}-{i:05d}.wav"
+        write_wav(folder / name, load_audio(raw, SPEECH_RATE), SPEECH_RATE)  # espeak writes 22.05 kHz
+        records.append({"audio": name, "text": text, "voice": voice, "speed": speed, "pitch": pitch})
+    raw.unlink(missing_ok=True)
+    (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def build_speech_set(out: str | Path, train: int = DEFAULT_TRAIN, test: int = DEFAULT_TEST, seed: int = 0,
+                     progress: bool = True, overwrite: bool | None = None) -> Path:
+    """Write `train` + `test` synthetic clips to `out` (train.jsonl, calibration.jsonl = train, test.jsonl,
+    wav/), atomically: the folder is complete or absent."""
+    if shutil.which("espeak-ng") is None:
+        raise SparseftError("espeak-ng not found: install the Debian package espeak-ng")
+    texts = {"train": speech_texts("train", train, seed), "test": speech_texts("test", test, seed)}
+    rng = random.Random(seed)
+    with atomic_folder(out, overwrite) as tmp:
+        for split, split_texts in texts.items():
+            _write_split(tmp, split, split_texts, rng, progress)
+        shutil.copyfile(tmp / "train.jsonl", tmp / "calibration.jsonl")  # as for gsm: calibration = train side
+        record = {"stage": "speech-data", "version": VERSION, "train": train, "test": test, "seed": seed,
+                  "voices": VOICES, "speeds": SPEEDS, "pitches": PITCHES}
+        (tmp / "stage.json").write_text(json.dumps(record, indent=2))
+    return Path(out)
+
+
+def espeak_set() -> Path:
+    """The default synthetic set in the user cache, generated on first use (~1 minute)."""
+    from sparseft.models.registry import cache_root
+
+    folder = cache_root() / "data" / f"speech-espeak-en-v{VERSION}-train{DEFAULT_TRAIN}-test{DEFAULT_TEST}"
+    if not (folder / "test.jsonl").is_file():
+        log.info("generating the synthetic speech set once into %s", folder)
+        build_speech_set(folder, progress=True)
+    return folder
