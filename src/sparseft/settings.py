@@ -309,14 +309,19 @@ class EvalSettings(Strict):
 
 
 class BenchSettings(Strict):
-    """Greedy decode speed of the model (and of `baseline`, interleaved in the same run), batch 1.
+    """Greedy generation speed of the model (and of `baseline`, interleaved in the same run), batch 1:
+    text models decode `tokens` new tokens after `prompt`; speech models transcribe each clip of `data`
+    (its test split) to the end, and both models' WER on those clips is reported too.
 
     ```yaml
     - bench: {tokens: 32, baseline: source}
+    - bench: {baseline: source, data: librivox, max_clips: 3}     # Whisper: seconds per clip and WER
     ```
     """
 
-    tokens: int = Field(64, gt=0, description="new tokens per round")
+    tokens: int = Field(64, gt=0, description="new tokens per round (text models)")
+    data: Sources = Field(["librivox"], description="speech models: the clips transcribed (test split)")
+    max_clips: int | None = Field(None, gt=0, description="speech models: the first N clips of `data`")
     rounds: int = Field(3, gt=0, description="interleaved rounds; the best is kept")
     baseline: str | None = Field(None, description="'source' (the run's dense model) or a model to compare")
     prompt: str = "Question: A farmer has 12 cows and buys 5 more. How many cows?\nAnswer:"

@@ -22,7 +22,15 @@ from sparseft.settings import (
 )
 from sparseft.stages import StageIO, run_compress, run_eval, run_finetune, run_oneshot, run_quantize
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread while these tests run (the token comparisons below are exact), restored after, so
+    no other test module inherits it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _data(family: str, tmp_path: Path) -> str:

@@ -12,8 +12,9 @@ from sparseft.stages import StageIO, run_eval, run_oneshot
 def test_whisper_tiny_en_oneshot_50_keeps_librivox_wer(tmp_path):
     from sparseft.data.synth import build_speech_set
 
-    clips = build_speech_set(tmp_path / "espeak", train=8, test=1, progress=False)
-    settings = OneShotSettings(sparsity=0.5, calib={"source": str(clips), "nsamples": 8, "batch_size": 4},
+    # 16 clips: with 8, the 50% model's WER swings from 25% to 32% with the thread count (reduction order).
+    clips = build_speech_set(tmp_path / "espeak", train=16, test=1, progress=False)
+    settings = OneShotSettings(sparsity=0.5, calib={"source": str(clips), "nsamples": 16, "batch_size": 4},
                                progress=False)
     record = run_oneshot(settings, StageIO("whisper-tiny.en", tmp_path / "sgpt50"))
     assert 0.49 < record["total_sparsity"] < 0.51

@@ -2,6 +2,7 @@
 
 sparseft bench --shape 4096x4096 --sparsity 0.7 --batch 1 --threads 1
 sparseft bench --model runs/smollm2-70-int8 --baseline smollm2-135m --tokens 64 [--fuse] [--compile]
+sparseft bench --model runs/whisper-50-int8 --data librivox --clips 3 --threads 1   # baseline: whisper-tiny.en
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Without --model: time y = x W^T for a random weight of --shape with --sparsity zeros, in "
             "each value type, against torch fp32 F.linear in the same run (interleaved, best of 7). "
             "With --model: greedy-decode --tokens tokens with any model (dense or compressed) and report "
-            "tokens/s, next to --baseline measured in interleaved rounds of the same run. "
+            "tokens/s, next to --baseline measured in interleaved rounds of the same run; a speech model "
+            "(Whisper) instead transcribes each clip of --data and reports seconds per clip and the WER of "
+            "both models. "
             "Set OMP_WAIT_POLICY=passive when using 2 threads."
         ),
     )
@@ -29,7 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1, help="rows of x (default 1 = decode)")
     p.add_argument("--threads", type=int, default=None, help="threads (default torch.get_num_threads())")
     p.add_argument("--model", default=None, help="model to decode with: compressed checkpoint, folder or packaged name")
-    p.add_argument("--baseline", help="--model: a second model timed in the same run (e.g. the dense one)")
+    p.add_argument("--baseline", default="source",
+                   help="--model: a second model timed in the same run; default: the dense model --model was "
+                        "made from (followed back through the stage.json of each stage's folder); 'none': "
+                        "time --model alone")
+    p.add_argument("--data", nargs="+", metavar="SOURCE",
+                   help="--model, speech models: clips to transcribe (test split; default librivox)")
+    p.add_argument("--clips", type=int, help="--model, speech models: the first N clips of --data (default all)")
     p.add_argument("--tokenizer", help="--model: where the tokenizer is if not with the model")
     p.add_argument("--tokens", type=int, default=64, help="new tokens for --model (default 64)")
     p.add_argument("--rounds", type=int, default=3, help="--model: interleaved rounds, best kept (default 3)")
@@ -64,8 +73,20 @@ def run(args: argparse.Namespace) -> int:
                                  batch=args.batch, seconds=args.seconds, threads=args.threads)
         run_kernel_bench(settings)
         return 0
-    settings = settings_from(BenchSettings, tokens=args.tokens, rounds=args.rounds, baseline=args.baseline,
-                             fuse=args.fuse, compile=args.compile, threads=args.threads)
-    record = run_bench(settings, StageIO(str(args.model), source=args.tokenizer or args.baseline))
-    print_summary(record, ("tokens_per_s", "speedup", "threads"))
+    baseline = _baseline(str(args.model), args.baseline)
+    settings = settings_from(BenchSettings, {"max_clips": "--clips"}, tokens=args.tokens, rounds=args.rounds,
+                             baseline=baseline, fuse=args.fuse, compile=args.compile, threads=args.threads,
+                             data=args.data, max_clips=args.clips)
+    record = run_bench(settings, StageIO(str(args.model), source=args.tokenizer or baseline))
+    print_summary(record, tuple(k for k in ("tokens_per_s", "total_seconds", "speedup", "wer", "threads") if k in record))
     return 0
+
+
+def _baseline(model: str, option: str) -> str | None:
+    """The baseline model the option names: 'source' is the model `model` was made from (none if no
+    sparseft stage wrote it), 'none' none."""
+    from sparseft.stages.common import made_from
+
+    if option == "none":
+        return None
+    return made_from(model) if option == "source" else option

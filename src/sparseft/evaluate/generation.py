@@ -40,8 +40,16 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _decode(tokenizer: Any, ids: torch.Tensor) -> list[str]:
+def decode_generated(tokenizer: Any, ids: torch.Tensor) -> list[str]:
+    """The texts of generated ids (special tokens dropped, outer spaces stripped)."""
     return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def transcribe_options(model, max_new_tokens: int = 200) -> dict[str, Any]:
+    """`generate()` options of a greedy transcription: at most `max_new_tokens` tokens, fewer when the
+    decoder has fewer positions (a few stay for Whisper's start tokens)."""
+    limit = min(max_new_tokens, getattr(model.config, "max_target_positions", max_new_tokens) - 4)
+    return {"max_new_tokens": max(1, limit), "do_sample": False, "num_beams": 1}
 
 
 @torch.no_grad()
@@ -49,11 +57,10 @@ def transcribe(model, extractor: Any, tokenizer: Any, clips: Sequence[SpeechClip
                max_new_tokens: int = 200, progress: bool = False) -> list[str]:
     """Greedy transcripts of `clips` (the model's own generation config: language, task, suppressions)."""
     out: list[str] = []
-    limit = min(max_new_tokens, getattr(model.config, "max_target_positions", max_new_tokens) - 4)
+    options = transcribe_options(model, max_new_tokens)
     for start in tqdm(range(0, len(clips), batch_size), desc="transcribe", disable=not progress):
         features = clip_features(extractor, clips[start : start + batch_size]).to(_device(model), model.dtype)
-        ids = model.generate(input_features=features, max_new_tokens=max(1, limit), do_sample=False, num_beams=1)
-        out += _decode(tokenizer, ids)
+        out += decode_generated(tokenizer, model.generate(input_features=features, **options))
     return out
 
 
@@ -81,7 +88,7 @@ def translate(model, tokenizer: Any, sources: Sequence[str], batch_size: int = 8
             ids[i, : len(row)], mask[i, : len(row)] = row, 1
         generated = model.generate(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model)),
                                    max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-        out += _decode(tokenizer, generated)
+        out += decode_generated(tokenizer, generated)
     return out
 
 

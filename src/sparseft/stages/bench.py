@@ -1,15 +1,23 @@
-"""The bench stage: greedy-decode speed of a model against a baseline in the same run, and kernel timing.
+"""The bench stage: greedy generation speed of a model against a baseline in the same run, and kernel timing.
 
-Rounds are interleaved (model, baseline, model, ...) and the best round of each is kept, because this
-kind of machine is shared and noisy: only ratios measured side by side mean anything.
+What is timed depends on the model's kind (`sparseft.stages.tasks.bench_items`): a text model decodes a
+fixed number of tokens after a prompt (tokens/s); a speech model transcribes each test clip to its end
+(seconds per clip, log-mel features computed beforehand, and both models' WER on those clips). Batch 1,
+greedy. Rounds are interleaved: in each round every item is run by each model in turn, and who goes
+first rotates from round to round; the best round of each (model, item) is kept, because this kind of
+machine is shared and noisy: only ratios measured side by side mean anything.
 
     >>> run_bench(BenchSettings(tokens=32, baseline="source"), StageIO("runs/c50", source="smollm2-135m"))
+    >>> run_bench(BenchSettings(baseline="whisper-tiny.en", max_clips=3), StageIO("runs/whisper-50-int8"))
     >>> run_kernel_bench(KernelBenchSettings(shape=(4096, 4096), sparsity=0.7))
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sparseft.errors import ConfigError
 from sparseft.settings import BenchSettings, KernelBenchSettings
@@ -28,20 +36,60 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def decode_speed(models: dict, ids, tokens: int, rounds: int) -> dict[str, float]:
-    """Greedy tokens/s of each model on prompt `ids`, batch 1, interleaved rounds, best round kept."""
+@dataclass
+class Timing:
+    """Per candidate: best seconds of each item over the rounds, the output of its first round; and
+    `timeline`, every timed call as (round, item, candidate) in the order it ran."""
+
+    seconds: dict[str, list[float]]
+    outputs: dict[str, list[Any]]
+    timeline: list[tuple[int, int, str]] = field(default_factory=list)
+
+
+def timed_rounds(runs: dict[str, Callable[[int], Any]], items: int, rounds: int) -> Timing:
+    """Time `run(i)` (one generation of item i) for every candidate and item in interleaved rounds.
+
+    Each candidate first makes one untimed call (warm-up, compilation). In round r the candidates take
+    their turns in an order rotated by r, item by item, so the calls of one item are adjacent in time
+    and none always goes first. Also used by benchmarks/ (other engines are just other callables).
+
+        >>> timing = timed_rounds({"a": lambda i: f(i), "b": lambda i: g(i)}, items=5, rounds=3)
+        >>> sum(timing.seconds["b"]) / sum(timing.seconds["a"])        # a's speed-up over b
+    """
+    names = list(runs)
+    timing = Timing({n: [float("inf")] * items for n in names}, {n: [None] * items for n in names})
+    for run in runs.values():
+        run(0)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for i in range(items):
+            for name in order:
+                start = time.perf_counter()
+                out = runs[name](i)
+                timing.seconds[name][i] = min(timing.seconds[name][i], time.perf_counter() - start)
+                timing.timeline.append((r, i, name))
+                if r == 0:
+                    timing.outputs[name][i] = out
+    return timing
+
+
+def generate_runs(models: dict, items: Sequence) -> dict[str, Callable[[int], Any]]:
+    """Per model, `run(i)`: greedy `generate()` of item i (its float inputs in the model's dtype, as a user
+    of a bf16 model would pass them), under no_grad."""
     import torch
 
-    best = dict.fromkeys(models, float("inf"))
-    with torch.no_grad():  # not inference_mode: fused decode layers build tensors lazily on first call
-        for model in models.values():  # warm-up (and compilation) outside the timed rounds
-            model.generate(ids, max_new_tokens=2, min_new_tokens=2, do_sample=False)
-        for _ in range(rounds):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-                best[name] = min(best[name], time.perf_counter() - start)
-    return {name: tokens / seconds for name, seconds in best.items()}
+    def runner(model) -> Callable[[int], Any]:
+        inputs = [{k: v.to(model.dtype) if v.is_floating_point() else v for k, v in item.inputs.items()}
+                  for item in items]
+
+        def run(i: int):
+            # not inference_mode: fused decode layers build tensors lazily on their first call
+            with torch.no_grad():
+                return model.generate(**inputs[i], **items[i].options)
+
+        return run
+
+    return {name: runner(model) for name, model in models.items()}
 
 
 def _prepared(model, settings: BenchSettings, max_len: int):
@@ -52,28 +100,74 @@ def _prepared(model, settings: BenchSettings, max_len: int):
     return model
 
 
-def run_bench(settings: BenchSettings, io: StageIO) -> dict:
-    """Decode tokens/s of `io.input` (and of the baseline); the record goes to `io.output` if given."""
-    import torch
+def _max_len(items: Sequence) -> int:
+    """The longest sequence a static KV cache must hold: prompt plus new tokens."""
+    prompt = max(int(item.inputs["input_ids"].shape[1]) if "input_ids" in item.inputs else 4 for item in items)
+    return prompt + max(int(item.options["max_new_tokens"]) for item in items)
 
+
+def _results(timing: Timing, items: Sequence, scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The record's measurements: seconds per item and in total, the ratio, tokens/s (items of a fixed
+    length), output lengths, the kind's scores per model, and the timeline."""
+    total = {n: sum(s) for n, s in timing.seconds.items()}
+    results: dict[str, Any] = {
+        "items": [{"label": item.label, "reference": item.reference} for item in items],
+        "seconds": timing.seconds, "total_seconds": total,
+        "speedup": total["baseline"] / total["model"] if "baseline" in total else None,
+    }  # fmt: skip
+    if all(item.new_tokens for item in items):
+        results["tokens_per_s"] = {n: sum(item.new_tokens for item in items) / t for n, t in total.items()}
+    results["output_tokens"] = {n: [int(o.shape[-1]) for o in outs] for n, outs in timing.outputs.items()}
+    for key in next(iter(scores.values()), {}):
+        results[key] = {n: s[key] for n, s in scores.items()}
+    results["timeline"] = [list(entry) for entry in timing.timeline]
+    return results
+
+
+def _report(io: StageIO, baseline: str | None, results: dict[str, Any], threads: int, rounds: int) -> None:
+    ratio = results["speedup"]
+    against = f", {ratio:.2f}x {baseline}" if ratio else ""
+    if "tokens_per_s" in results:
+        speeds = results["tokens_per_s"]
+        report_log.info("%s: %.1f tokens/s%s%s (%d threads, batch 1, %s)", io.input, speeds["model"], against,
+                        f" ({speeds['baseline']:.1f})" if ratio else "", threads, results["items"][0]["label"])
+        return
+    report_log.info("%s: %.3f s per clip%s (%d threads, batch 1, greedy, best of %d interleaved rounds)", io.input,
+                    results["total_seconds"]["model"] / len(results["items"]), against, threads, rounds)
+    seconds = results["seconds"]
+    width = max(len(item["label"]) for item in results["items"])
+    for i, item in enumerate(results["items"]):
+        # the output length shows a model that stops early (or runs on), which times a different transcript
+        cells = "  ".join(f"{name} {s[i]:7.3f} s ({results['output_tokens'][name][i]:3d} tokens)"
+                          for name, s in seconds.items())
+        report_log.info("  %-*s  %s%s", width, item["label"], cells,
+                        f"  {seconds['baseline'][i] / seconds['model'][i]:5.2f}x" if ratio else "")
+    for name, wer in results.get("wer", {}).items():
+        report_log.info("  %s WER %.2f%% on %d words", name, 100 * wer, results["words"][name])
+
+
+def run_bench(settings: BenchSettings, io: StageIO) -> dict:
+    """Generation speed of `io.input` (and of the baseline) on its kind's workload; the record goes to
+    `io.output` if given."""
     from sparseft.models import load_model
     from sparseft.models.saving import write_record
+    from sparseft.stages.tasks import bench_items, bench_scores, task_of
 
     threads = set_threads(settings.threads)
     tokenizer = input_tokenizer(io)
-    # Speed does not depend on which tokens: without a tokenizer, a fixed prompt of ids stands in.
-    ids = tokenizer(settings.prompt, return_tensors="pt")["input_ids"] if tokenizer else torch.arange(1, 17)[None]
-    max_len = ids.shape[1] + settings.tokens
-    models = {"model": _prepared(load_model(io.input, io.dtype), settings, max_len)}
+    models = {"model": load_model(io.input, io.dtype)}
     baseline = io.origin if settings.baseline == "source" else settings.baseline
     if baseline is not None:
-        models["baseline"] = _prepared(load_model(baseline, io.dtype), settings, max_len)
-    speeds = decode_speed(models, ids, settings.tokens, settings.rounds)
-    ratio = speeds["model"] / speeds["baseline"] if baseline is not None else None
-    report_log.info("%s: %.1f tokens/s%s (%d threads, batch 1, %d new tokens)", io.input, speeds["model"],
-                    f", {ratio:.2f}x {baseline} ({speeds['baseline']:.1f})" if ratio else "", threads, settings.tokens)
-    record = stage_record("bench", settings, io, baseline_model=baseline, threads=threads,
-                          prompt_tokens=int(ids.shape[1]), tokens_per_s=speeds, speedup=ratio)
+        models["baseline"] = load_model(baseline, io.dtype)
+    task = task_of(models["model"])
+    items = bench_items(task, models["model"], tokenizer, settings)
+    models = {name: _prepared(model, settings, _max_len(items)) for name, model in models.items()}
+    timing = timed_rounds(generate_runs(models, items), len(items), settings.rounds)
+    scores = {name: bench_scores(task, models[name], tokenizer, items, timing.outputs[name]) for name in models}
+    results = _results(timing, items, scores)
+    _report(io, baseline, results, threads, settings.rounds)
+    record = stage_record("bench", settings, io, baseline_model=baseline, model_kind=task.kind, threads=threads,
+                          **results)
     if io.output is not None:
         write_record(io.output, record)
     return record

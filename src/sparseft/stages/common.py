@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sparseft.errors import ConfigError
-from sparseft.models.saving import MASKS_FILE
+from sparseft.models.saving import MASKS_FILE, RECORD_FILE
 
 #: Human-readable results (tables, summaries). The CLI prints this logger's messages to stdout;
 #: library users see them through their own logging configuration.
@@ -86,6 +86,30 @@ def input_masks(io: StageIO, path: str | None = None):
         return load_masks(path)
     folder_file = Path(io.input) / MASKS_FILE
     return load_masks(folder_file) if folder_file.is_file() else None
+
+
+def made_from(ref: str) -> str | None:
+    """The model `ref` was made from by sparseft's stages, or None when no stage wrote `ref`.
+
+    Each stage's folder records its input in `stage.json`; the chain is followed back to the first input
+    no stage wrote (the dense model: a packaged name, a folder or a hub id), e.g. compress <- finetune <-
+    oneshot <- whisper-tiny.en. Relative inputs are as the stage was given them (from its working folder).
+
+    >>> made_from("runs/whisper-50-int8")
+    'whisper-tiny.en'
+    """
+    import json
+
+    chain = [ref]
+    while (Path(chain[-1]) / RECORD_FILE).is_file():
+        try:
+            previous = json.loads((Path(chain[-1]) / RECORD_FILE).read_text()).get("input")
+        except (OSError, ValueError, AttributeError):
+            break  # an unreadable record ends the chain where it is
+        if not isinstance(previous, str) or previous in chain:  # a record naming itself would loop
+            break
+        chain.append(previous)
+    return chain[-1] if len(chain) > 1 else None
 
 
 def stage_record(kind: str, settings: BaseModel, io: StageIO, **results: Any) -> dict[str, Any]:

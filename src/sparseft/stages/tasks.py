@@ -14,6 +14,7 @@ sources are used (gsm for causal LMs, as before; espeak / gsm-en-de for the othe
     >>> batches = calibration_batches(task, model, tokenizer, calib)
     >>> dataset, collate = training_data(task, model, tokenizer, sources, nsamples=256, seqlen=128, seed=0)
     >>> scores = evaluate_source(task, model, tokenizer, "librivox", max_items=None, max_new_tokens=200)
+    >>> items = bench_items(task, model, tokenizer, BenchSettings(data=["librivox"]))   # what bench times
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparseft.errors import ConfigError
-from sparseft.settings import Calibration
+from sparseft.settings import BenchSettings, Calibration
 
 
 @dataclass(frozen=True)
@@ -192,3 +193,54 @@ def describe_score(task: Task, source: str, scores: dict[str, Any]) -> str:
     if task.kind == "speech":
         return f"{source}: WER {100 * scores['wer']:.2f}% on {scores['words']} words ({scores['clips']} clips, test split)"
     return f"{source}: BLEU {scores['bleu']:.2f} on {scores['pairs']} pairs (test split)"
+
+
+# ----- bench workload --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchItem:
+    """One timed `generate()` call: its inputs and options, a label, the text its output is scored against
+    (None: speed only) and the number of new tokens it is forced to make (None: it stops at EOS)."""
+
+    label: str
+    inputs: dict[str, Any]
+    options: dict[str, Any]
+    reference: str | None = None
+    new_tokens: int | None = None
+
+
+def bench_items(task: Task, model, tokenizer, settings: BenchSettings) -> list[BenchItem]:
+    """What `sparseft bench` times for the model's kind: speech models transcribe each test clip of
+    `settings.data` to its end (features computed here, outside the timing); other models decode
+    `settings.tokens` new tokens after `settings.prompt`."""
+    if task.kind == "speech":
+        from sparseft.data.examples import clip_features, speech_processing
+        from sparseft.data.speech import load_clips
+        from sparseft.evaluate.generation import transcribe_options
+
+        check_sources(task, settings.data, "test")
+        extractor, _ = speech_processing(model.config, tokenizer)
+        clips = [clip for source in settings.data for clip in load_clips(source, "test")][: settings.max_clips]
+        options = transcribe_options(model)
+        return [BenchItem(clip.audio.name, {"input_features": clip_features(extractor, [clip])}, options, clip.text)
+                for clip in clips]
+    import torch
+
+    # Speed does not depend on which tokens: without a tokenizer, a fixed prompt of ids stands in.
+    ids = tokenizer(settings.prompt, return_tensors="pt")["input_ids"] if tokenizer else torch.arange(1, 17)[None]
+    options = {"max_new_tokens": settings.tokens, "min_new_tokens": settings.tokens, "do_sample": False}
+    return [BenchItem(f"prompt of {ids.shape[1]} tokens", {"input_ids": ids}, options, new_tokens=settings.tokens)]
+
+
+def bench_scores(task: Task, model, tokenizer, items: Sequence[BenchItem], outputs: Sequence) -> dict[str, Any]:
+    """The kind's metric of one model's bench outputs (generated ids per item): speech: corpus WER and the
+    transcripts; nothing for text models (their prompt has no reference)."""
+    if task.kind != "speech":
+        return {}
+    from sparseft.data.examples import speech_processing
+    from sparseft.evaluate.generation import decode_generated
+    from sparseft.evaluate.metrics import corpus_word_error_rate
+
+    _, text_tokenizer = speech_processing(model.config, tokenizer)
+    transcripts = [decode_generated(text_tokenizer, ids)[0] for ids in outputs]
+    errors = corpus_word_error_rate([item.reference or "" for item in items], transcripts)
+    return {"wer": errors.wer, "words": errors.words, "transcripts": transcripts}
