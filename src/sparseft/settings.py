@@ -275,6 +275,7 @@ class CompressSettings(Strict):
 
     ```yaml
     - compress: {values: int8}
+    - compress: {values: int8, head: int8}    # the lm_head too (untied from the embedding if tied)
     ```
     Layers: those in the input's masks file, else those with more than `min_sparsity` zeros.
     """
@@ -283,6 +284,10 @@ class CompressSettings(Strict):
     min_sparsity: float = Field(
         0.1, ge=0.0, lt=1.0, description="without a masks file: convert layers with more zeros than this"
     )  # a few stray zeros (GGUF rounding) would otherwise turn a dense layer into a slower sparse one
+    head: Values | None = Field(
+        None, description="also store the (dense) output projection, lm_head / proj_out, in this value format; "
+                          "one tied to the input embedding gets its own packed copy"
+    )  # fmt: skip  # SmolLM2's tied 49152 x 576 head is a fifth of its weights: fp32 there caps decode speed
 
 
 class EvalSettings(Strict):

@@ -1,6 +1,7 @@
 """`sparseft compress`: store a pruned model in the compressed bitmask format.
 
 sparseft compress runs/smollm2-70 --out runs/smollm2-70-int8 --format int8
+sparseft compress runs/smollm2-70 --out runs/smollm2-70-int8h --format int8 --head int8
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "(default int8)",
     )
     p.add_argument(
+        "--head", metavar="FORMAT",
+        help="also store the output projection (lm_head / proj_out) in this value type, e.g. int8; a head tied "
+             "to the input embedding gets its own packed copy (default: left as it is)",
+    )
+    p.add_argument(
         "--min-sparsity", type=float, default=0.1,
         help="without a masks file: convert only layers with more than this fraction of zeros (default 0.1); "
              "the layers left dense are listed",
@@ -44,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from sparseft.settings import CompressSettings
     from sparseft.stages import run_compress
 
-    settings = settings_from(CompressSettings, {"values": "--format"}, values=args.format, min_sparsity=args.min_sparsity)
+    settings = settings_from(CompressSettings, {"values": "--format"}, values=args.format, min_sparsity=args.min_sparsity,
+                             head=args.head)
     record = run_compress(settings, stage_io(args, args.out))
     print(f"compressed {record['layers']} layers ({args.format}) -> {args.out} ({record['bytes'] / 1e6:.1f} MB)")
     print_summary(record, ("layers", "bytes", "ratio"))

@@ -25,6 +25,27 @@ def _zero_fractions(model) -> dict[str, float]:
     return {n: float((weight_matrix(m) == 0).float().mean()) for n, m in model.named_modules() if is_prunable(m)}
 
 
+def compress_head(model, fmt: str) -> str:
+    """Replace the output projection (lm_head / proj_out) by a dense SparseLinear of `fmt`; return its name.
+
+    A head tied to the input embedding is untied: the embedding keeps its own weights for the lookup and
+    the config says `tie_word_embeddings: false`, so loading never re-ties the packed head to it.
+    """
+    from sparseft.runtime import SparseLinear
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    name = next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
+    if name is None or not hasattr(head, "weight") or head.weight.dim() != 2:
+        raise ModelError(f"{type(model).__name__} has no Linear output projection to compress (head: {type(head).__name__})")
+    packed = SparseLinear.from_dense(head, fmt)  # a copy of the values: the embedding's tensor is untouched
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, packed)
+    for config in (model.config, getattr(model.config, "get_text_config", lambda: None)()):
+        if config is not None and getattr(config, "tie_word_embeddings", False):
+            config.tie_word_embeddings = False
+    return name
+
+
 def run_compress(settings: CompressSettings, io: StageIO) -> dict:
     """Swap the pruned Linears of `io.input` for SparseLinear and save a compressed checkpoint."""
     from sparseft.quant.to_runtime import folder_int8_specs
@@ -50,11 +71,12 @@ def run_compress(settings: CompressSettings, io: StageIO) -> dict:
             f"no Linear layer of {io.input} has more than {settings.min_sparsity:.0%} zeros; "
             "prune it first (sparseft prune) or lower --min-sparsity"
         )
+    head = compress_head(model, settings.head) if settings.head else None
     save_compressed(model, out, tokenizer=tokenizer, overwrite=io.overwrite)
     size = folder_bytes(out)
     dense = sum(f.stat().st_size for f in Path(io.input).glob("*.safetensors") if f.name != MASKS_FILE) if is_folder else 0
     record = stage_record(
-        "compress", settings, io, layers=len(names), skipped_layers=skipped, bytes=size, int8_layers=len(int8),
+        "compress", settings, io, layers=len(names), head=head, skipped_layers=skipped, bytes=size, int8_layers=len(int8),
         w8a8_layers=sum(spec.act != "none" for spec in int8.values()), input_bytes=dense,
         ratio=dense / size if size and dense else None,
     )  # fmt: skip
