@@ -41,8 +41,9 @@ DATA = ["gsm", "austen"]
 RESULTS = Path(__file__).parent / "results"
 
 
-def _finetune(args, loss: dict, student: str, teacher: str | None, out: Path) -> dict:
+def _finetune(args, loss: dict, student: str, teacher: str | None, out: Path, seed: int = 0) -> dict:
     settings = FinetuneSettings(
+        seed=seed,
         teacher=teacher, data=DATA, nsamples=args.texts, steps=args.steps, batch_size=args.batch_size,
         seqlen=args.seqlen, learning_rate=args.lr, loss=loss, save_steps=args.steps, logging_steps=max(1, args.steps // 20),
         bf16=args.bf16, teacher_dtype="bfloat16" if args.bf16 else "float32",
@@ -80,7 +81,7 @@ def _finetune_task(args, sparsity: float, name: str) -> tuple[str, dict, float]:
     out = Path(args.out)
     tag = f"{round(sparsity * 100)}"
     folder = out / f"sgpt{tag}-{name.replace('/', '-')}"
-    record = _finetune(args, LOSSES[name], str(out / f"sgpt{tag}"), str(out / "teacher"), folder)
+    record = _finetune(args, LOSSES[name], str(out / f"sgpt{tag}"), str(out / "teacher"), folder, args.student_seed)
     result = {"perplexity": _eval(args, str(folder)), "history": _history(record),
               "total_sparsity": record["total_sparsity"]}
     return f"{tag}% {name}", result, time.perf_counter() - start
@@ -166,6 +167,9 @@ def main() -> None:
     p.add_argument("--eval-texts", type=int, default=200, help="test texts per source")
     p.add_argument("--losses", nargs="+", default=["ce", "ce+kd", "ce+squarehead"], choices=list(LOSSES))
     p.add_argument("--allocation", default="uniform", help="per-block sparsity allocation of the one-shot step")
+    p.add_argument("--student-seed", type=int, default=0,
+                   help="data seed of the students (the teacher uses 0): another value gives them fresh windows "
+                        "of the same train splits instead of the ones the teacher was fine-tuned on")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast training and a bf16 teacher (AMX)")
     p.add_argument("--jobs", type=int, default=1, help="runs side by side after the teacher")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each side-by-side run")
