@@ -40,28 +40,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_reports() -> None:
-    """The stages' result tables (logger `sparseft.report`) go to stdout as plain text."""
-    report = logging.getLogger("sparseft.report")
-    for handler in list(report.handlers):
-        report.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)  # the current stdout (tests swap it per call)
+def _install_logging(verbose: bool) -> list[tuple[logging.Logger, logging.Handler]]:
+    """Log lines to stderr and the stages' result tables (logger `sparseft.report`) to stdout as plain
+    text, on the streams of this call; returns the handlers, which `main` removes when it returns, so a
+    later caller (another command in the same process, a test) never writes to a stream closed since."""
+    root, report = logging.getLogger(), logging.getLogger("sparseft.report")
+    installed = []
+    if not root.handlers:  # an application that configured logging keeps its own handlers
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        installed.append((root, handler))
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     report.addHandler(handler)
     report.setLevel(logging.INFO)
     report.propagate = False
+    installed.append((report, handler))
+    return installed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    _print_reports()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    handlers = _install_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except SparseftError as err:
@@ -78,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sparseft {args.command}: error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        for logger, handler in handlers:
+            logger.removeHandler(handler)
 
 
 if __name__ == "__main__":
