@@ -113,10 +113,11 @@ def owl_layer_sparsities(
     What GMP's "owl" scheme ramps each layer to; the layers must all lie inside the transformer blocks.
     """
     from sparseft.models.walk import find_blocks
+    from sparseft.prune.datafree import owner_block
     from sparseft.prune.residency import InMemory
 
     blocks = find_blocks(model)
-    owner = {name: next((b.name for b in blocks if name.startswith(b.name + ".")), None) for name in layers}
+    owner = {name: owner_block(name, blocks) for name in layers}
     if None in owner.values():
         outside = [n for n, b in owner.items() if b is None]
         raise ConfigError(f"OWL allocates per transformer block; these layers are outside every block: {outside[:5]}")

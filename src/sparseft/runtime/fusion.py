@@ -110,9 +110,8 @@ class FusedSibling(nn.Module):
     @property
     def weight(self) -> WeightInfo:
         """Shape / dtype / device of this part's weight, for code written for nn.Linear (no tensor)."""
-        fused = self.group.fused
-        dtype = fused.weight.dtype if isinstance(fused, nn.Linear) else torch.float32
-        return WeightInfo(torch.Size((self.out_features, self.in_features)), dtype, fused.weight.device)
+        fused = self.group.fused.weight  # a Tensor (dense) or the SparseLinear's WeightInfo: both say dtype, device
+        return WeightInfo(torch.Size((self.out_features, self.in_features)), fused.dtype, fused.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.group.part(x, self.index)
