@@ -13,6 +13,8 @@ On a 2-core machine a second thread speeds one run up by only ~20% (bf16 trainin
 4 x 128: 2.5 s/step at 1 thread, 2.05 s at 2), so `--jobs 2` runs two one-thread runs side by side.
 
     python experiments/ablation.py --steps 200 --sparsity 0.5 0.7 0.8 --bf16 --jobs 2 --name ablation_200
+    python experiments/ablation.py --steps 300 --sparsity 0.5 0.7 --lr 3e-4 --student-seed 1 --texts 4096 \
+        --eval-steps 100 --bf16 --jobs 2 --name ablation_v2
 """
 
 from __future__ import annotations
@@ -47,18 +49,25 @@ def _finetune(args, loss: dict, student: str, teacher: str | None, out: Path, se
         teacher=teacher, data=DATA, nsamples=args.texts, steps=args.steps, batch_size=args.batch_size,
         seqlen=args.seqlen, learning_rate=args.lr, loss=loss, save_steps=args.steps, logging_steps=max(1, args.steps // 20),
         bf16=args.bf16, teacher_dtype="bfloat16" if args.bf16 else "float32",
+        eval_steps=args.eval_steps, eval_data=DATA, eval_texts=args.eval_texts,
     )  # fmt: skip
     return run_finetune(settings, StageIO(student, out, source=args.model, resume=True))
 
 
 def _eval(args, model: str) -> dict:
-    settings = EvalSettings(data=DATA, max_texts=args.eval_texts, seqlen=512)
+    settings = EvalSettings(data=DATA, max_texts=args.final_texts, seqlen=512)
     return run_eval(settings, StageIO(model, source=args.model))["perplexity"]
 
 
 def _history(record: dict) -> list[dict]:
     return [{k: h[k] for k in ("step", "loss", "loss_task", "loss_kd", "loss_squarehead") if k in h}
             for h in record["log_history"] if "loss" in h]
+
+
+def _heldout(record: dict) -> list[dict]:
+    from sparseft.train.heldout import heldout_history
+
+    return heldout_history(record["log_history"])
 
 
 def _init_worker(threads: int) -> None:
@@ -82,7 +91,7 @@ def _finetune_task(args, sparsity: float, name: str) -> tuple[str, dict, float]:
     tag = f"{round(sparsity * 100)}"
     folder = out / f"sgpt{tag}-{name.replace('/', '-')}"
     record = _finetune(args, LOSSES[name], str(out / f"sgpt{tag}"), str(out / "teacher"), folder, args.student_seed)
-    result = {"perplexity": _eval(args, str(folder)), "history": _history(record),
+    result = {"perplexity": _eval(args, str(folder)), "history": _history(record), "heldout": _heldout(record),
               "total_sparsity": record["total_sparsity"]}
     return f"{tag}% {name}", result, time.perf_counter() - start
 
@@ -95,7 +104,8 @@ def run(args) -> dict:
     start = time.perf_counter()
     results["runs"]["dense"] = {"perplexity": _eval(args, args.model)}
     teacher = _finetune(args, LOSSES["ce"], args.model, None, out / "teacher")
-    results["runs"]["teacher"] = {"perplexity": _eval(args, str(out / "teacher")), "history": _history(teacher)}
+    results["runs"]["teacher"] = {"perplexity": _eval(args, str(out / "teacher")), "history": _history(teacher),
+                                  "heldout": _heldout(teacher)}
     results["seconds"]["dense + teacher"] = round(time.perf_counter() - start, 1)
     _save(results, path)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
@@ -124,7 +134,8 @@ def _save(results: dict, path: Path) -> None:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Left: perplexity / teacher per run, both domains. Right: task loss curves of the students."""
+    """Left: perplexity / teacher per run, both domains. Middle: task loss curves of the students. Right:
+    held-out austen perplexity during training (every `--eval-steps`, first `--eval-texts` texts)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +144,7 @@ def plot(results: dict, path: Path) -> None:
     runs = results["runs"]
     teacher = runs["teacher"]["perplexity"]
     names = [n for n in runs if n != "dense"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, (left, right, curves) = plt.subplots(1, 3, figsize=(19, 4.5))
     for i, source in enumerate(teacher):
         left.bar([x + 0.4 * i for x in range(len(names))], [runs[n]["perplexity"][source] / teacher[source] for n in names],
                  0.4, label=f"{source} (test split)")
@@ -149,6 +160,14 @@ def plot(results: dict, path: Path) -> None:
     right.set_xlabel("step")
     right.set_ylabel("task loss (CE, training batches)")
     right.legend(fontsize=7)
+    for name in names:
+        points = runs[name].get("heldout")
+        if points:
+            curves.plot([p["step"] for p in points], [p["austen"] for p in points], marker="o", label=name)
+    curves.set_xlabel("step")
+    curves.set_ylabel("held-out austen perplexity (during training)")
+    curves.set_yscale("log")
+    curves.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -164,12 +183,15 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--texts", type=int, default=1024, help="training texts (mixed gsm + austen)")
     p.add_argument("--calib", type=int, default=64, help="calibration windows of 512 tokens")
-    p.add_argument("--eval-texts", type=int, default=200, help="test texts per source")
+    p.add_argument("--final-texts", type=int, default=200, help="test texts per source of the final evaluation")
     p.add_argument("--losses", nargs="+", default=["ce", "ce+kd", "ce+squarehead"], choices=list(LOSSES))
     p.add_argument("--allocation", default="uniform", help="per-block sparsity allocation of the one-shot step")
     p.add_argument("--student-seed", type=int, default=0,
                    help="data seed of the students (the teacher uses 0): another value gives them fresh windows "
                         "of the same train splits instead of the ones the teacher was fine-tuned on")
+    p.add_argument("--eval-steps", type=int, default=None,
+                   help="held-out perplexity every N training steps (the curves of the right panel)")
+    p.add_argument("--eval-texts", type=int, default=50, help="test texts per source of those curve points")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast training and a bf16 teacher (AMX)")
     p.add_argument("--jobs", type=int, default=1, help="runs side by side after the teacher")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each side-by-side run")

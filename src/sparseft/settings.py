@@ -240,6 +240,11 @@ class FinetuneSettings(Strict):
     logging_steps: int | None = Field(None, gt=0, description="default steps // 20")
     report_to: str | None = Field(None, description="HF Trainer loggers (default tensorboard when installed)")
     fsdp: bool = False
+    eval_steps: int | None = Field(None, gt=0, description="held-out score every N steps (a training curve on "
+                                   "the test split of eval_data, in the record's log_history)")
+    eval_data: Sources = Field(["gsm", "austen"], description="held-out sources of eval_steps; left out: the "
+                               "model kind's test sources (as for eval)")
+    eval_texts: int = Field(100, gt=0, description="texts / clips / pairs of each eval_data source")
 
     @property
     def needs_teacher(self) -> bool:

@@ -100,6 +100,12 @@ def register(subparsers) -> None:
     run_group.add_argument("--logging-steps", type=int, help="log every N steps (default a twentieth of --steps)")
     run_group.add_argument("--report-to", default=None,
                            help="HF Trainer loggers (default: tensorboard when installed, else none)")
+    run_group.add_argument("--eval-steps", type=int,
+                           help="held-out score every N steps (and at steps 0 and last): a training curve in the "
+                                "record's log_history; perplexity for LMs, WER for speech, BLEU for T5")
+    run_group.add_argument("--eval-data", nargs="+", metavar="SOURCE",
+                           help="test split sources of --eval-steps (default as for `sparseft eval`: gsm + austen)")
+    run_group.add_argument("--eval-texts", type=int, help="texts, clips or pairs per --eval-data source (default 100)")
     run_group.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT.checkpoints")
     run_group.add_argument("--fsdp", action="store_true",
                            help="under torchrun/accelerate launch: shard student and teacher with FSDP2, one unit "
@@ -147,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
         bf16=args.bf16, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         logging_steps=args.logging_steps, report_to=args.report_to, fsdp=args.fsdp,
+        eval_steps=args.eval_steps, eval_data=args.eval_data, eval_texts=args.eval_texts,
     )  # fmt: skip
     from sparseft.train.fsdp import end_distributed
 

@@ -135,6 +135,25 @@ def _training_data(settings: FinetuneSettings, task, student, tokenizer) -> tupl
     return sources, dataset, collate
 
 
+def _heldout_callback(settings: FinetuneSettings, task, tokenizer):
+    """With `eval_steps`: the callback that scores the training model on the test split of `eval_data`."""
+    from sparseft.models.loading import max_positions
+    from sparseft.stages.tasks import check_sources, default_sources, evaluate_source
+    from sparseft.train.heldout import HeldOutCallback
+
+    if settings.eval_steps is None:
+        return None
+    sources = default_sources(settings, "eval_data", task, task.test)
+    check_sources(task, sources, "test")  # before training starts, not at its first evaluation
+
+    def evaluate(model) -> dict[str, float]:
+        seqlen = min(512, max_positions(model.config) or 512)  # `sparseft eval`'s windows where the model has room
+        return {s: evaluate_source(task, model, tokenizer, s, max_items=settings.eval_texts, max_new_tokens=200,
+                                   seqlen=seqlen)[task.metric] for s in sources}
+
+    return HeldOutCallback(evaluate, settings.eval_steps)
+
+
 def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
     """Fine-tune `io.input` sparse; write the model, masks and record (loss history) to `io.output`."""
     from sparseft.models import load_model
@@ -161,6 +180,9 @@ def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
         teacher=teacher, masks=_masks(settings, io, student), gmp=_gmp(settings, student, tokenizer, io, sources),
         distill=distill, teacher_dtype=parse_dtype(settings.teacher_dtype) if teacher else None, data_collator=collate,
     )  # fmt: skip
+    heldout = _heldout_callback(settings, task, tokenizer)
+    if heldout is not None:
+        trainer.add_callback(heldout)
     resume_from = _resume_point(checkpoints, io.resume)
     result = trainer.train(resume_from_checkpoint=resume_from)
     student = _unsharded(trainer, io.input)
