@@ -8,8 +8,8 @@ never trained or calibrated on), batch 1, greedy, 1 thread for every engine, in 
   swapped into the same HF model; ``--fuse`` also fuses their projections);
 - ``ct2 int8``: CTranslate2 4.8.5 (faster-whisper's engine) running the packaged model's own CTranslate2
   files (``model.bin``, quantized to int8 as it loads), in its own venv (created once under
-  ``~/.cache/sparseft/venvs``, or ``--ct2-venv``): CTranslate2 is never a dependency of sparseft. It is
-  driven through ``whisper_ct2_worker.py`` over a pipe.
+  ``~/.cache/sparseft/venvs``): CTranslate2 is never a dependency of sparseft. It is driven by
+  ``sparseft.peers`` (the same peer `sparseft bench --peer ct2:int8` runs) over a pipe.
 
 Every engine reads the same log-mel features, computed once here by the model's feature extractor (not
 timed), and its token ids are decoded by the same tokenizer, so only the encoder + greedy decoding is
@@ -44,15 +44,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable
 from itertools import zip_longest
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sparseft.data.examples import clip_features, speech_processing
@@ -60,73 +55,12 @@ from sparseft.data.speech import SpeechClip, load_clips
 from sparseft.evaluate.generation import decode_generated, transcribe_options
 from sparseft.evaluate.metrics import corpus_word_error_rate
 from sparseft.models import load_model, load_tokenizer
-from sparseft.models.registry import PACKAGED_MODELS, cache_root, packaged_files_dir
 from sparseft.stages.bench import Timing, generate_runs, set_threads, timed_rounds
 from sparseft.stages.tasks import BenchItem
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).resolve().parent / "whisper_ct2_worker.py"
-CT2_VERSION = "4.8.5"
 SOURCES = ("librivox", "cards")
-DENSE, CT2 = "dense fp32", "ct2"
-
-
-# ----- CTranslate2 in its own venv -------------------------------------------------------------------
-def ct2_python(venv: Path) -> Path:
-    """The python of a venv holding ctranslate2==CT2_VERSION, created once (a marker file says it is
-    complete: an install stopped half-way is redone)."""
-    python, ready = venv / "bin" / "python", venv / f"ctranslate2-{CT2_VERSION}.ready"
-    if ready.is_file() and python.exists():
-        return python
-    print(f"creating the CTranslate2 venv {venv} (once)", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", f"ctranslate2=={CT2_VERSION}"], check=True)
-    ready.write_text(f"ctranslate2=={CT2_VERSION}\n")
-    return python
-
-
-class CT2Worker:
-    """The worker process in CTranslate2's venv, one JSON request / reply per line."""
-
-    def __init__(self, python: Path, threads: int) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "passive"}
-        self.proc = subprocess.Popen([str(python), str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=None, text=True, bufsize=1, env=env)  # fmt: skip
-
-    def __call__(self, cmd: str, **kw: object) -> dict:
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"CTranslate2 worker died during {cmd!r} (see its stderr above)")
-        out = json.loads(line)
-        if not out.pop("ok"):
-            raise RuntimeError(f"CTranslate2 worker: {cmd} failed: {out['error']}")
-        return out
-
-    def close(self) -> None:
-        self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        self.proc.stdin.flush()
-        self.proc.wait(timeout=60)
-
-
-def ct2_run(worker: CT2Worker, prompt: list[int], max_length: int, library: list[float]) -> Callable[[int], list]:
-    """`run(i)`: clip i through CTranslate2; `library[i]` keeps the best time measured inside the worker."""
-
-    def run(i: int) -> list[int]:
-        reply = worker("run", index=i, prompt=prompt, max_length=max_length)
-        library[i] = min(library[i], reply["seconds"])
-        return reply["ids"]
-
-    return run
-
-
-def decoder_prompt(tokenizer, generation_config) -> list[int]:
-    """The start tokens HF's Whisper generate uses without timestamps: <|startoftranscript|>, then
-    language and task for a multilingual model (English transcription here), then <|notimestamps|>."""
-    tokens = ["<|startoftranscript|>"]
-    if getattr(generation_config, "is_multilingual", False):
-        tokens += ["<|en|>", "<|transcribe|>"]
-    return tokenizer.convert_tokens_to_ids([*tokens, "<|notimestamps|>"])
+DENSE, CT2 = "dense fp32", "ct2"  # CTranslate2 engines are named "ct2:<compute type>"
 
 
 # ----- clips, engines, results -----------------------------------------------------------------------
@@ -200,7 +134,6 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--sparse", nargs="*", default=[], metavar="LABEL=DIR", help="sparseft models to time")
     ap.add_argument("--ct2-model", type=Path, help="CTranslate2 model folder (default: the packaged model's files)")
     ap.add_argument("--ct2-compute", nargs="+", default=["int8"], help="CTranslate2 compute types (first: the anchor)")
-    ap.add_argument("--ct2-venv", type=Path, default=cache_root() / "venvs" / f"ctranslate2-{CT2_VERSION}")
     ap.add_argument("--clips", type=int, default=None, help="the first N clips (librivox and cards alternating)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best per clip is kept")
     ap.add_argument("--threads", type=int, default=1, help="threads of every engine (default 1)")
@@ -220,25 +153,14 @@ def torch_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
     return models
 
 
-def ct2_runs(args, tokenizer, dense, features: np.ndarray, workdir: Path) -> tuple[dict, dict, list]:
-    """(runs, library-time lists, workers) of one CTranslate2 worker per compute type."""
-    model_dir = args.ct2_model or (packaged_files_dir(args.dense) if args.dense in PACKAGED_MODELS else None)
-    if model_dir is None:
-        raise SystemExit("--ct2-model: the CTranslate2 files of a non-packaged --dense model must be given")
-    np.save(workdir / "features.npy", features)
-    python = ct2_python(args.ct2_venv)
-    prompt = decoder_prompt(tokenizer, dense.generation_config)
-    max_length = len(prompt) + transcribe_options(dense)["max_new_tokens"]
-    runs, library, workers = {}, {}, []
-    for compute in args.ct2_compute:
-        worker = CT2Worker(python, args.threads)
-        workers.append(worker)
-        worker("load", model=str(model_dir), compute_type=compute, threads=args.threads)
-        worker("features", path=str(workdir / "features.npy"))
-        name = f"{CT2} {compute}"
-        library[name] = [float("inf")] * len(features)
-        runs[name] = ct2_run(worker, prompt, max_length, library[name])
-    return runs, library, workers
+def ct2_peers(args, tokenizer, dense, items: list[BenchItem]):
+    """CTranslate2 workers (one per compute type) on the dense model's CTranslate2 files."""
+    from sparseft.peers import start_peers
+
+    specs = [f"{CT2}:{compute}" for compute in args.ct2_compute]
+    return start_peers(specs, "speech", items, source=args.dense,
+                       peer_model=str(args.ct2_model) if args.ct2_model else None, threads=args.threads,
+                       tokenizer=tokenizer, model=dense)
 
 
 def main() -> None:
@@ -252,12 +174,13 @@ def main() -> None:
     items = [BenchItem(clip.audio.name, {"input_features": features[i : i + 1]}, transcribe_options(dense), clip.text)
              for i, (_, clip) in enumerate(clips)]  # fmt: skip
     machine = machine_info()
-    with tempfile.TemporaryDirectory() as workdir:
-        ct2, library, workers = ct2_runs(args, tokenizer, dense, features.numpy(), Path(workdir))
-        versions = workers[0]("versions")
-        timing: Timing = timed_rounds({**generate_runs(models, items), **ct2}, len(items), args.rounds)
-        for worker in workers:
-            worker.close()
+    peers = ct2_peers(args, load_tokenizer(args.dense), dense, items)
+    try:
+        versions = next(iter(peers.info.values()))
+        timing: Timing = timed_rounds({**generate_runs(models, items), **peers.runs}, len(items), args.rounds)
+    finally:
+        peers.close()
+    library = peers.library_seconds
     engines = {}
     for name, outputs in timing.outputs.items():
         ids = [o if isinstance(o, list) else o[0].tolist() for o in outputs]
@@ -267,7 +190,7 @@ def main() -> None:
         engines[name]["text_tokens"] = [sum(t not in special for t in i) for i in ids]
         if name in library:
             engines[name]["library_seconds_per_clip"] = library[name]
-    add_ratios(engines, f"{CT2} {args.ct2_compute[0]}")
+    add_ratios(engines, f"{CT2}:{args.ct2_compute[0]}")
     machine["load_average_at_end"] = os.getloadavg()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "threads": threads, "rounds": args.rounds,
             "batch": 1, "decoding": "greedy, no timestamps, features precomputed (not timed)",

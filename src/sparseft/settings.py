@@ -105,6 +105,17 @@ def _check_values(value: str) -> str:
     return value
 
 
+def _check_peers(value: list[str]) -> list[str]:
+    from sparseft.peers import parse_peer
+
+    for spec in value:
+        try:
+            parse_peer(spec)
+        except Exception as err:  # a ConfigError's message, as a validation error of the field
+            raise ValueError(str(err)) from None
+    return value
+
+
 Values = Annotated[str, AfterValidator(_check_values), Field(description="a value format of the runtime's registry")]
 
 
@@ -338,6 +349,10 @@ class BenchSettings(Strict):
     fuse: bool = Field(False, description="fuse q/k/v and gate/up into one call each")
     compile: bool = Field(False, description="static KV cache and a compiled decoder step (minutes)")
     threads: int | None = Field(None, gt=0)
+    peers: Annotated[list[str], AfterValidator(_check_peers)] = Field([], description="other engines timed in the same rounds, ENGINE[:TYPE]: llama.cpp, "
+                             "llama.cpp:Q4_0 (text models), ct2:int8 (Whisper); each from a venv of its own")
+    peer_model: str | None = Field(None, description="the dense model's file for the peers (a .gguf, a CTranslate2 "
+                                   "folder); default: the packaged source model's own files")
 
 
 class KernelBenchSettings(Strict):

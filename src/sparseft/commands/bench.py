@@ -3,6 +3,8 @@
 sparseft bench --shape 4096x4096 --sparsity 0.7 --batch 1 --threads 1
 sparseft bench --model runs/smollm2-70-int8 --baseline smollm2-135m --tokens 64 [--fuse] [--compile]
 sparseft bench --model runs/whisper-50-int8 --data librivox --clips 3 --threads 1   # baseline: whisper-tiny.en
+sparseft bench --model runs/smollm2-70-int8 --threads 1 --peer llama.cpp:Q4_0 llama.cpp:Q8_0   # + llama.cpp
+sparseft bench --model runs/whisper-50-int8 --data librivox cards --peer ct2:int8               # + CTranslate2
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", help="--model: where the tokenizer is if not with the model")
     p.add_argument("--tokens", type=int, default=64, help="new tokens for --model (default 64)")
     p.add_argument("--rounds", type=int, default=3, help="--model: interleaved rounds, best kept (default 3)")
+    p.add_argument("--peer", nargs="+", default=[], metavar="ENGINE[:TYPE]",
+                   help="--model: other engines timed in the same interleaved rounds, each from a venv of its own "
+                        "(created once; llama-cpp-python builds from source: minutes): llama.cpp (the GGUF as "
+                        "given), llama.cpp:Q4_0 / Q8_0 / F16 / F32 (requantized by llama.cpp once) for text models; "
+                        "ct2:int8 / ct2:float32 (CTranslate2) for Whisper")
+    p.add_argument("--peer-model", help="--peer: the dense model's own file (.gguf, CTranslate2 folder); default: "
+                                        "the packaged source model's files")
     p.add_argument("--fuse", action="store_true", help="--model: fuse q/k/v and gate/up into one call each")
     p.add_argument(
         "--compile",
@@ -76,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     baseline = _baseline(str(args.model), args.baseline)
     settings = settings_from(BenchSettings, {"max_clips": "--clips"}, tokens=args.tokens, rounds=args.rounds,
                              baseline=baseline, fuse=args.fuse, compile=args.compile, threads=args.threads,
-                             data=args.data, max_clips=args.clips)
+                             data=args.data, max_clips=args.clips, peers=args.peer, peer_model=args.peer_model)
     record = run_bench(settings, StageIO(str(args.model), source=args.tokenizer or baseline))
     print_summary(record, tuple(k for k in ("tokens_per_s", "total_seconds", "speedup", "wer", "threads") if k in record))
     return 0

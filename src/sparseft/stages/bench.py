@@ -114,6 +114,8 @@ def _results(timing: Timing, items: Sequence, scores: dict[str, dict[str, Any]])
         "items": [{"label": item.label, "reference": item.reference} for item in items],
         "seconds": timing.seconds, "total_seconds": total,
         "speedup": total["baseline"] / total["model"] if "baseline" in total else None,
+        # > 1: the model is that much faster than each other candidate (baseline, peers) in this run
+        "speedup_vs": {n: t / total["model"] for n, t in total.items() if n != "model"},
     }  # fmt: skip
     if all(item.new_tokens for item in items):
         results["tokens_per_s"] = {n: sum(item.new_tokens for item in items) / t for n, t in total.items()}
@@ -131,6 +133,9 @@ def _report(io: StageIO, baseline: str | None, results: dict[str, Any], threads:
         speeds = results["tokens_per_s"]
         report_log.info("%s: %.1f tokens/s%s%s (%d threads, batch 1, %s)", io.input, speeds["model"], against,
                         f" ({speeds['baseline']:.1f})" if ratio else "", threads, results["items"][0]["label"])
+        for name, speed in speeds.items():
+            if name not in ("model", "baseline"):
+                report_log.info("  peer %s: %.1f tokens/s (the model: %.2fx)", name, speed, results["speedup_vs"][name])
         return
     report_log.info("%s: %.3f s per clip%s (%d threads, batch 1, greedy, best of %d interleaved rounds)", io.input,
                     results["total_seconds"]["model"] / len(results["items"]), against, threads, rounds)
@@ -143,7 +148,22 @@ def _report(io: StageIO, baseline: str | None, results: dict[str, Any], threads:
         report_log.info("  %-*s  %s%s", width, item["label"], cells,
                         f"  {seconds['baseline'][i] / seconds['model'][i]:5.2f}x" if ratio else "")
     for name, wer in results.get("wer", {}).items():
-        report_log.info("  %s WER %.2f%% on %d words", name, 100 * wer, results["words"][name])
+        vs = f", the model {results['speedup_vs'][name]:.2f}x faster" if name in results["speedup_vs"] else ""
+        report_log.info("  %s WER %.2f%% on %d words%s", name, 100 * wer, results["words"][name], vs)
+
+
+def _start_peers(settings: BenchSettings, task, items, io: StageIO, threads: int, tokenizer, model):
+    """The peers of `settings.peers`, loaded on the dense source's own files (see `sparseft.peers`)."""
+    from sparseft.peers import Peers, start_peers
+
+    if not settings.peers:
+        return Peers()
+    from sparseft.stages.common import made_from
+
+    # the dense model the input was made from, whether or not it is also timed as the baseline
+    source = settings.baseline if settings.baseline not in (None, "source") else made_from(io.input) or io.origin
+    return start_peers(settings.peers, task.kind, items, source=source, peer_model=settings.peer_model,
+                       threads=threads, tokenizer=tokenizer, model=model)
 
 
 def run_bench(settings: BenchSettings, io: StageIO) -> dict:
@@ -162,12 +182,17 @@ def run_bench(settings: BenchSettings, io: StageIO) -> dict:
     task = task_of(models["model"])
     items = bench_items(task, models["model"], tokenizer, settings)
     models = {name: _prepared(model, settings, _max_len(items)) for name, model in models.items()}
-    timing = timed_rounds(generate_runs(models, items), len(items), settings.rounds)
-    scores = {name: bench_scores(task, models[name], tokenizer, items, timing.outputs[name]) for name in models}
+    peers = _start_peers(settings, task, items, io, threads, tokenizer, models["model"])
+    try:
+        timing = timed_rounds({**generate_runs(models, items), **peers.runs}, len(items), settings.rounds)
+    finally:
+        peers.close()
+    scores = {name: bench_scores(task, models.get(name, models["model"]), tokenizer, items, timing.outputs[name])
+              for name in timing.outputs}  # a peer's transcripts are read with the model's tokenizer
     results = _results(timing, items, scores)
     _report(io, baseline, results, threads, settings.rounds)
     record = stage_record("bench", settings, io, baseline_model=baseline, model_kind=task.kind, threads=threads,
-                          **results)
+                          peers=peers.info, peer_library_seconds=peers.library_seconds, **results)
     if io.output is not None:
         write_record(io.output, record)
     return record

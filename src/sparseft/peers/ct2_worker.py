@@ -1,10 +1,9 @@
-"""CTranslate2 side of ``benchmarks/whisper_ct2_compare.py``: runs inside CTranslate2's own venv.
+"""CTranslate2 side of `sparseft bench --peer ct2:int8` and ``benchmarks/whisper_ct2_compare.py``: runs
+inside CTranslate2's own venv.
 
-    VENV/bin/python benchmarks/whisper_ct2_worker.py          # started by whisper_ct2_compare.py
-
-CTranslate2 is never a dependency of sparseft: the compare script creates a venv holding only
-``ctranslate2`` (and the numpy it brings) and drives this worker over a pipe, one JSON request per line
-on stdin, one JSON reply per line on stdout (anything the library prints goes to stderr). The log-mel
+CTranslate2 is never a dependency of sparseft: `sparseft.peers` creates a venv holding only
+``ctranslate2`` (and the numpy it brings) and drives this worker over a pipe (`protocol.serve`: one JSON
+request per line on stdin, one JSON reply per line on stdout, library output to stderr). The log-mel
 features come from the sparseft process (the model's own feature extractor, the same input for every
 engine) as a .npy file; transcripts go back as token ids, decoded there with the same tokenizer.
 Requests:
@@ -21,11 +20,14 @@ without temperature fallback.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from protocol import serve  # noqa: E402  (the worker runs as a script in another venv)
 
 
 class Worker:
@@ -67,34 +69,21 @@ def versions() -> dict:
             "cpu_compute_types": sorted(ctranslate2.get_supported_compute_types("cpu"))}
 
 
-def handle(worker: Worker, request: dict) -> dict:
+WORKER = Worker()
+
+
+def handle(request: dict) -> dict:
     cmd = request.pop("cmd")
     if cmd == "load":
-        return worker.load(**request)
+        return WORKER.load(**request)
     if cmd == "features":
-        return worker.load_features(**request)
+        return WORKER.load_features(**request)
     if cmd == "run":
-        return worker.run(**request)
+        return WORKER.run(**request)
     if cmd == "versions":
         return versions()
     raise ValueError(f"unknown command {cmd!r}")
 
 
-def main() -> None:
-    worker = Worker()
-    out = sys.stdout
-    sys.stdout = sys.stderr  # whatever a library prints must not break the protocol
-    for line in sys.stdin:
-        request = json.loads(line)
-        if request.get("cmd") == "quit":
-            break
-        try:
-            reply = {"ok": True, **handle(worker, request)}
-        except Exception as err:  # noqa: BLE001  (reported to the driver, which stops)
-            reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
-        out.write(json.dumps(reply) + "\n")
-        out.flush()
-
-
 if __name__ == "__main__":
-    main()
+    serve(handle)
