@@ -66,9 +66,12 @@ def run(prompt: list[int], tokens: int) -> dict:
     llm.reset()
     llm.eval(prompt)
     prefill = time.perf_counter() - start
+    n_vocab = llm.n_vocab()
     out: list[int] = []
     for _ in range(tokens):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        # the last position's logits, straight from the context (Llama.scores is filled only with logits_all)
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+        token = int(np.argmax(logits))
         out.append(token)
         if len(out) < tokens:
             llm.eval([token])
