@@ -138,18 +138,27 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best per clip is kept")
     ap.add_argument("--threads", type=int, default=1, help="threads of every engine (default 1)")
     ap.add_argument("--fuse", action="store_true", help="fuse the sparse models' q/k/v (and cross k/v) projections")
+    ap.add_argument("--bf16-attention", action="store_true",
+                    help="also time each sparseft model with its encoder attention in bf16 (label + ' bf16-attn')")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "whisper_ct2.json")
     return ap.parse_args()
 
 
 def torch_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
-    models = {DENSE: load_model(args.dense)}
-    for name, path in parse_sparse(args.sparse).items():
-        models[name] = load_model(path)
-        if args.fuse:
-            from sparseft.runtime.fast_decode import prepare_for_decode
+    """Dense fp32 and each sparse model (fused with --fuse); with --bf16-attention also each sparse model
+    and the dense one with bf16 encoder attention, as separate engines of the same run."""
+    from sparseft.runtime.fast_decode import prepare_for_decode
 
-            prepare_for_decode(models[name], compile=False, fuse=True)
+    models = {DENSE: load_model(args.dense)}
+    if args.bf16_attention:
+        models[f"{DENSE} bf16-attn"] = load_model(args.dense)
+        prepare_for_decode(models[f"{DENSE} bf16-attn"], compile=False, fuse=False, long_attention=True)
+    for name, path in parse_sparse(args.sparse).items():
+        variants = [(name, False)] + ([(f"{name} bf16-attn", True)] if args.bf16_attention else [])
+        for label, long in variants:
+            models[label] = load_model(path)
+            if args.fuse or long:
+                prepare_for_decode(models[label], compile=False, fuse=args.fuse, long_attention=long)
     return models
 
 

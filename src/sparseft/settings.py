@@ -348,6 +348,8 @@ class BenchSettings(Strict):
     prompt: str = "Question: A farmer has 12 cows and buys 5 more. How many cows?\nAnswer:"
     fuse: bool = Field(False, description="fuse q/k/v and gate/up into one call each")
     compile: bool = Field(False, description="static KV cache and a compiled decoder step (minutes)")
+    bf16_attention: bool = Field(False, description="attention over 256+ query rows (Whisper's encoder, long "
+                                 "prompts) in bf16 where the CPU has AMX or AVX512-BF16")
     threads: int | None = Field(None, gt=0)
     peers: Annotated[list[str], AfterValidator(_check_peers)] = Field([], description="other engines timed in the same rounds, ENGINE[:TYPE]: llama.cpp, "
                              "llama.cpp:Q4_0 (text models), ct2:int8 (Whisper); each from a venv of its own")

@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-model", help="--peer: the dense model's own file (.gguf, CTranslate2 folder); default: "
                                         "the packaged source model's files")
     p.add_argument("--fuse", action="store_true", help="--model: fuse q/k/v and gate/up into one call each")
+    p.add_argument("--bf16-attention", action="store_true",
+                   help="--model: attention over 256+ query rows (Whisper's encoder, long prompts) in bf16 where "
+                        "the CPU has AMX or AVX512-BF16 (both --model and --baseline)")
     p.add_argument(
         "--compile",
         action="store_true",
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     baseline = _baseline(str(args.model), args.baseline)
     settings = settings_from(BenchSettings, {"max_clips": "--clips"}, tokens=args.tokens, rounds=args.rounds,
-                             baseline=baseline, fuse=args.fuse, compile=args.compile, threads=args.threads,
+                             baseline=baseline, fuse=args.fuse, compile=args.compile, threads=args.threads, bf16_attention=args.bf16_attention,
                              data=args.data, max_clips=args.clips, peers=args.peer, peer_model=args.peer_model)
     record = run_bench(settings, StageIO(str(args.model), source=args.tokenizer or baseline))
     print_summary(record, tuple(k for k in ("tokens_per_s", "total_seconds", "speedup", "wer", "threads") if k in record))

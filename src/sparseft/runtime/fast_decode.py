@@ -39,6 +39,7 @@ from sparseft.errors import ConfigError
 from sparseft.runtime.fusion import fuse_projections
 
 ATTENTION = "sparseft_sdpa"
+ATTENTION_LONG = "sparseft_sdpa_long"
 
 
 def _decode_attention(
@@ -66,18 +67,28 @@ def _decode_attention(
     return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
 
 
-def use_decode_attention(model: nn.Module) -> bool:
+def _long_or_decode_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                              attention_mask: torch.Tensor | None, **kwargs: object) -> tuple[torch.Tensor, None]:
+    """Long query blocks in bf16 (runtime/long_attention.py), everything else as `_decode_attention`."""
+    from sparseft.runtime.long_attention import long_attention
+
+    return long_attention(module, query, key, value, attention_mask, fallback=_decode_attention, **kwargs)
+
+
+def use_decode_attention(model: nn.Module, long_bf16: bool = False) -> bool:
     """Switch a model that uses HF's "sdpa" attention to ``_decode_attention`` (registered as
-    "sparseft_sdpa", same masks); False (unchanged) for any other attention implementation."""
+    "sparseft_sdpa", same masks), with ``long_bf16`` also to bf16 attention for long query blocks
+    ("sparseft_sdpa_long"); False (unchanged) for any other attention implementation."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+    name = ATTENTION_LONG if long_bf16 else ATTENTION
     current = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    if current != "sdpa":
-        return current == ATTENTION  # already switched (prepared twice)
-    AttentionInterface.register(ATTENTION, _decode_attention)
-    AttentionMaskInterface.register(ATTENTION, sdpa_mask)
-    model.set_attn_implementation(ATTENTION)
+    if current not in ("sdpa", ATTENTION, ATTENTION_LONG):
+        return False
+    AttentionInterface.register(name, _long_or_decode_attention if long_bf16 else _decode_attention)
+    AttentionMaskInterface.register(name, sdpa_mask)
+    model.set_attn_implementation(name)
     return True
 
 
@@ -186,6 +197,7 @@ def prepare_for_decode(
     max_cache_len: int | None = None,
     dynamic: bool | None = False,
     backend: str = "inductor",
+    long_attention: bool = False,
 ) -> dict[str, object]:
     """Prepare an HF causal LM or encoder-decoder model (dense or with SparseLinear layers) for fast
     decoding, in place.
@@ -194,14 +206,16 @@ def prepare_for_decode(
     ``model.generate`` and ``greedy_decode`` then run every step after the prompt as one compiled graph
     over a static KV cache of ``max_cache_len`` positions (default: prompt + new tokens of the call);
     ``dynamic``: passed to torch.compile (False: fixed shapes, one graph per cache size); ``backend``:
-    torch.compile's ("eager" traces without generating code: tests). A dense model prepared the same way
-    is the fair baseline of a prepared sparse one. Returns {"fused": [groups], "compiled": bool, ...}."""
+    torch.compile's ("eager" traces without generating code: tests); ``long_attention``: attention over
+    query blocks of 256+ rows (Whisper's encoder, long prompts) in bf16, where the CPU has AMX or AVX512-BF16
+    (runtime/long_attention.py; changes the numerics like bf16 attention does). A dense model prepared
+    the same way is the fair baseline of a prepared sparse one. Returns {"fused": [groups], "compiled": bool, ...}."""
     if compile and not hasattr(model, "generation_config"):
         raise ConfigError("compile=True needs a transformers generation model (one with .generation_config)")
     settings = {"dynamic": dynamic, "max_cache_len": max_cache_len, "backend": backend}
     object.__setattr__(model, "_sparseft_decode", settings)
     fused = fuse_projections(model) if fuse else []
-    attention = use_decode_attention(model) if compile else False
+    attention = use_decode_attention(model, long_bf16=long_attention) if compile or long_attention else False
     if compile:
         compile_generate(model)
     return {"fused": fused, "attention": attention, "compiled": compile}

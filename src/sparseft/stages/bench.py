@@ -93,10 +93,11 @@ def generate_runs(models: dict, items: Sequence) -> dict[str, Callable[[int], An
 
 
 def _prepared(model, settings: BenchSettings, max_len: int):
-    if settings.fuse or settings.compile:
+    if settings.fuse or settings.compile or settings.bf16_attention:
         from sparseft.runtime.fast_decode import prepare_for_decode
 
-        prepare_for_decode(model, compile=settings.compile, fuse=settings.fuse, max_cache_len=max_len)
+        prepare_for_decode(model, compile=settings.compile, fuse=settings.fuse, max_cache_len=max_len,
+                           long_attention=settings.bf16_attention)
     return model
 
 
