@@ -13,7 +13,7 @@ On a 2-core machine a second thread speeds one run up by only ~20% (bf16 trainin
 4 x 128: 2.5 s/step at 1 thread, 2.05 s at 2), so `--jobs 2` runs two one-thread runs side by side.
 
     python experiments/ablation.py --steps 200 --sparsity 0.5 0.7 0.8 --bf16 --jobs 2 --name ablation_200
-    python experiments/ablation.py --steps 300 --sparsity 0.5 0.7 --lr 3e-4 --student-seed 1 --texts 4096 \
+    python experiments/ablation.py --steps 300 --sparsity 0.5 0.7 --lr 1e-4 --student-seed 1 --texts 4096 \
         --eval-steps 100 --bf16 --jobs 2 --name ablation_v2
 """
 

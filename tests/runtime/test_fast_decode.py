@@ -197,3 +197,13 @@ def test_linear_op_runs_w8a8_layers(act: str, input_scale: float | None) -> None
     torch.testing.assert_close(y, layer(x), rtol=0, atol=1e-6)
     fp = SparseLinear.from_dense(lin, "int8")  # the same weights with fp32 activations differ
     assert (y - fp(x)).abs().max() > 1e-4
+
+
+def test_compiled_generate_config_is_one_torch_compile_accepts() -> None:
+    """HF's generate() passes its CompileConfig to torch.compile, which refuses a mode next to inductor
+    options: `sparseft bench --compile` on Whisper failed so ("Either mode or options can be specified")."""
+    model = sparse_tiny("whisper", "fp32")
+    prepare_for_decode(model, fuse=False)
+    config = model.generation_config.compile_config.to_dict()
+    assert config["options"] and config["backend"] == "inductor"
+    torch.compile(nn.Identity(), **config)  # raises when both are set; compiles nothing until called

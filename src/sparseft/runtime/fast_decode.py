@@ -185,7 +185,8 @@ def compile_generate(model: nn.Module) -> None:
     if opts["max_cache_len"] is not None:
         gc.max_cache_len = opts["max_cache_len"]
     kw = _compile_kwargs(model)
-    cc = CompileConfig(mode="default", **kw)
+    # torch.compile takes a mode or backend options, not both: the inductor options replace the mode
+    cc = CompileConfig(mode=None if "options" in kw else "default", **kw)
     cc._compile_all_devices = True  # HF auto-compiles on accelerators only unless told
     gc.compile_config = cc
 
