@@ -90,6 +90,28 @@ def clip_features(extractor: Any, clips: Sequence[SpeechClip]) -> torch.Tensor:
     return extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt").input_features
 
 
+def is_multilingual_whisper(config: Any) -> bool:
+    """A Whisper with language tokens (51865+ tokens; English-only models have 51864)."""
+    return getattr(config, "model_type", None) == "whisper" and int(getattr(config, "vocab_size", 0)) >= 51865
+
+
+def speech_label_ids(tokenizer: Any, clip: SpeechClip, config: Any, max_tokens: int | None) -> list[int]:
+    """`label_ids` of a clip's transcript; for a multilingual Whisper they start with the clip's language and
+    the transcribe task (<|hi|><|transcribe|><|notimestamps|>), the tokens `generate(language=...)` prompts
+    with, so training and transcription agree. The tokenizer's own prefix settings are restored after."""
+    # Whisper emits a space before the first word; labels read the same way.
+    text = " " + clip.text.strip()
+    if not (is_multilingual_whisper(config) and hasattr(tokenizer, "set_prefix_tokens")):
+        return label_ids(tokenizer, text, config, max_tokens)
+    saved = tokenizer.language, tokenizer.task, tokenizer.predict_timestamps
+    tokenizer.set_prefix_tokens(language=clip.language, task="transcribe", predict_timestamps=False)
+    try:
+        return label_ids(tokenizer, text, config, max_tokens)
+    finally:
+        # set_prefix_tokens keeps a value where given None, so the fields are put back as they were
+        tokenizer.language, tokenizer.task, tokenizer.predict_timestamps = saved
+
+
 class SpeechExamples(Dataset):
     """{input_features, labels} per clip; features are computed when an example is read (each is
     mel bins x 3000 floats for Whisper: a whole training set would not stay in memory)."""
@@ -99,8 +121,7 @@ class SpeechExamples(Dataset):
         if not clips:
             raise ConfigError("no speech clips")
         self.clips, self.extractor = list(clips), extractor
-        # Whisper emits a space before the first word; labels read the same way.
-        self.labels = [label_ids(tokenizer, " " + c.text.strip(), config, max_label_tokens) for c in self.clips]
+        self.labels = [speech_label_ids(tokenizer, c, config, max_label_tokens) for c in self.clips]
 
     def __len__(self) -> int:
         return len(self.clips)

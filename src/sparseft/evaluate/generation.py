@@ -52,23 +52,40 @@ def transcribe_options(model, max_new_tokens: int = 200) -> dict[str, Any]:
     return {"max_new_tokens": max(1, limit), "do_sample": False, "num_beams": 1}
 
 
+def language_options(model, language: str) -> dict[str, Any]:
+    """`generate()` options that make a multilingual Whisper transcribe `language` (it would otherwise
+    detect one); none for English-only models, which have no language tokens."""
+    if getattr(getattr(model, "generation_config", None), "is_multilingual", False):
+        return {"language": language, "task": "transcribe"}
+    return {}
+
+
 @torch.no_grad()
 def transcribe(model, extractor: Any, tokenizer: Any, clips: Sequence[SpeechClip], batch_size: int = 8,
                max_new_tokens: int = 200, progress: bool = False) -> list[str]:
-    """Greedy transcripts of `clips` (the model's own generation config: language, task, suppressions)."""
+    """Greedy transcripts of `clips` (the model's own generation config: suppressions; a multilingual
+    model is told each clip's language). A batch holds clips of one language."""
     out: list[str] = []
     options = transcribe_options(model, max_new_tokens)
-    for start in tqdm(range(0, len(clips), batch_size), desc="transcribe", disable=not progress):
-        features = clip_features(extractor, clips[start : start + batch_size]).to(_device(model), model.dtype)
-        out += decode_generated(tokenizer, model.generate(input_features=features, **options))
+    batches, start = [], 0
+    while start < len(clips):
+        end = start + 1
+        while end < len(clips) and end - start < batch_size and clips[end].language == clips[start].language:
+            end += 1
+        batches.append(clips[start:end])
+        start = end
+    for batch in tqdm(batches, desc="transcribe", disable=not progress):
+        features = clip_features(extractor, batch).to(_device(model), model.dtype)
+        ids = model.generate(input_features=features, **options, **language_options(model, batch[0].language))
+        out += decode_generated(tokenizer, ids)
     return out
 
 
 def speech_wer(model, extractor: Any, tokenizer: Any, clips: Sequence[SpeechClip], batch_size: int = 8,
                max_new_tokens: int = 200, progress: bool = False) -> SpeechResult:
-    """Transcribe `clips` and score the corpus WER against their transcripts."""
+    """Transcribe `clips` and score the corpus WER against their transcripts (normalised per language)."""
     transcripts = transcribe(model, extractor, tokenizer, clips, batch_size, max_new_tokens, progress)
-    errors = corpus_word_error_rate([c.text for c in clips], transcripts)
+    errors = corpus_word_error_rate([c.text for c in clips], transcripts, languages=[c.language for c in clips])
     return SpeechResult(errors.wer, errors.errors, errors.words, transcripts)
 
 

@@ -14,15 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sparseft.evaluate.normalize import normalize_english
+from sparseft.evaluate.normalize import normalize_text
 
 
-def normalize_words(text: str) -> list[str]:
-    """`text` as normalised English words (`sparseft.evaluate.normalize.normalize_english`).
+def normalize_words(text: str, language: str = "en") -> list[str]:
+    """`text` as normalised words of `language` (`sparseft.evaluate.normalize.normalize_text`: English
+    rules for "en", the basic normaliser otherwise).
 
     Usage: ``normalize_words("Mr. Dashwood's!") == ["mister", "dashwood", "is"]``.
     """
-    return normalize_english(text).split()
+    return normalize_text(text, language).split()
 
 
 def edit_distance(ref: list[str], hyp: list[str]) -> int:
@@ -44,8 +45,7 @@ def word_error_rate(ref: str, hyp: str, normalize: bool = True) -> float:
     undefined; we return the number of hypothesis words (0.0 when both are empty) so inserted words
     still count as errors.
     """
-    split = normalize_words if normalize else str.split
-    ref_words, hyp_words = split(ref), split(hyp)
+    ref_words, hyp_words = (normalize_words(ref), normalize_words(hyp)) if normalize else (ref.split(), hyp.split())
     if not ref_words:
         return float(len(hyp_words))
     return edit_distance(ref_words, hyp_words) / len(ref_words)
@@ -63,13 +63,21 @@ class WordErrors:
         return self.errors / self.words if self.words else float(self.errors > 0)
 
 
-def corpus_word_error_rate(refs: Sequence[str], hyps: Sequence[str], normalize: bool = True) -> WordErrors:
+def corpus_word_error_rate(refs: Sequence[str], hyps: Sequence[str], normalize: bool = True,
+                           languages: Sequence[str] | None = None) -> WordErrors:
     """WER over a corpus, as jiwer and Whisper's papers report it: total edits / total reference words
-    (not the mean of per-utterance rates, which would weigh a 3-word clip like a 30-word one)."""
+    (not the mean of per-utterance rates, which would weigh a 3-word clip like a 30-word one).
+    `languages`: each pair's language for normalisation (default English)."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    split = normalize_words if normalize else str.split
-    pairs = [(split(r), split(h)) for r, h in zip(refs, hyps, strict=True)]
+    languages = list(languages) if languages is not None else ["en"] * len(refs)
+    if len(languages) != len(refs):
+        raise ValueError(f"{len(refs)} references but {len(languages)} languages")
+
+    def split(text: str, language: str) -> list[str]:
+        return normalize_words(text, language) if normalize else text.split()
+
+    pairs = [(split(r, lang), split(h, lang)) for r, h, lang in zip(refs, hyps, languages, strict=True)]
     return WordErrors(sum(edit_distance(r, h) for r, h in pairs), sum(len(r) for r, _ in pairs))
 
 

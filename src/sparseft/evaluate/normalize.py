@@ -115,3 +115,27 @@ def normalize_english(text: str) -> str:
     text = _NUMBER.sub(_number_words, text)
     words = _NON_WORD.sub(" ", text).split()
     return " ".join(_SPELLINGS.get(w, w) for w in words)
+
+
+def normalize_basic(text: str) -> str:
+    """`text` normalised for WER in a language other than English, as Whisper's basic normaliser does,
+    except that combining marks stay (they are letters' vowel signs in Devanagari and other Indic scripts,
+    which Whisper's version turns into spaces): NFKC, case folded, bracketed asides dropped, punctuation
+    and symbols replaced by spaces, digits of any script written as ASCII digits."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = _BRACKETS.sub(" ", text)
+    chars = []
+    for c in text:
+        category = unicodedata.category(c)
+        if category == "Nd":
+            chars.append(str(unicodedata.digit(c)))
+        elif category[0] in "PS":
+            chars.append(" ")
+        else:
+            chars.append(c)
+    return " ".join("".join(chars).split())
+
+
+def normalize_text(text: str, language: str = "en") -> str:
+    """The WER normalisation of `language` (ISO 639-1): English rules for "en", else `normalize_basic`."""
+    return normalize_english(text) if language == "en" else normalize_basic(text)

@@ -89,12 +89,12 @@ def start_llama_cpp(peers, spec: str, kind: str | None, files: Path, items: Sequ
 
 
 # ----- CTranslate2 -------------------------------------------------------------------------------------
-def decoder_prompt(tokenizer, generation_config) -> list[int]:
+def decoder_prompt(tokenizer, generation_config, language: str = "en") -> list[int]:
     """The start tokens HF's Whisper generate uses without timestamps: <|startoftranscript|>, then
-    language and task for a multilingual model (English transcription here), then <|notimestamps|>."""
+    language and task for a multilingual model (transcription of `language`), then <|notimestamps|>."""
     tokens = ["<|startoftranscript|>"]
     if getattr(generation_config, "is_multilingual", False):
-        tokens += ["<|en|>", "<|transcribe|>"]
+        tokens += [f"<|{language}|>", "<|transcribe|>"]
     return tokenizer.convert_tokens_to_ids([*tokens, "<|notimestamps|>"])
 
 
@@ -107,7 +107,7 @@ def start_ct2(peers, spec: str, kind: str | None, files: Path, items: Sequence, 
 
     compute = kind or "int8"
     _, text_tokenizer = speech_processing(model.config, tokenizer)
-    prompt = decoder_prompt(text_tokenizer, model.generation_config)
+    prompts = [decoder_prompt(text_tokenizer, model.generation_config, item.language) for item in items]
     features = np.concatenate([item.inputs["input_features"].float().numpy() for item in items])
     worker = PeerWorker(spec, peer_python("ctranslate2", CTRANSLATE2), WORKERS / "ct2_worker.py", threads)
     peers.workers.append(worker)
@@ -117,9 +117,9 @@ def start_ct2(peers, spec: str, kind: str | None, files: Path, items: Sequence, 
         worker("features", path=str(Path(tmp) / "features.npy"))
     peers.info[spec] = {"engine": "ctranslate2", "compute_type": compute, "model_dir": str(files), **worker("versions")}
     peers.library_seconds[spec] = [float("inf")] * len(items)
-    max_length = [len(prompt) + int(item.options["max_new_tokens"]) for item in items]
-    peers.runs[spec] = _timed(worker, lambda i: {"index": i, "prompt": prompt, "max_length": max_length[i]},
-                              peers.library_seconds[spec], lambda i, ids: torch.tensor([prompt + ids]))
+    max_length = [len(p) + int(item.options["max_new_tokens"]) for p, item in zip(prompts, items, strict=True)]
+    peers.runs[spec] = _timed(worker, lambda i: {"index": i, "prompt": prompts[i], "max_length": max_length[i]},
+                              peers.library_seconds[spec], lambda i, ids: torch.tensor([prompts[i] + ids]))
 
 
 ENGINES = {

@@ -206,6 +206,7 @@ class BenchItem:
     options: dict[str, Any]
     reference: str | None = None
     new_tokens: int | None = None
+    language: str = "en"
 
 
 def bench_items(task: Task, model, tokenizer, settings: BenchSettings) -> list[BenchItem]:
@@ -215,13 +216,14 @@ def bench_items(task: Task, model, tokenizer, settings: BenchSettings) -> list[B
     if task.kind == "speech":
         from sparseft.data.examples import clip_features, speech_processing
         from sparseft.data.speech import load_clips
-        from sparseft.evaluate.generation import transcribe_options
+        from sparseft.evaluate.generation import language_options, transcribe_options
 
         check_sources(task, settings.data, "test")
         extractor, _ = speech_processing(model.config, tokenizer)
         clips = [clip for source in settings.data for clip in load_clips(source, "test")][: settings.max_clips]
         options = transcribe_options(model)
-        return [BenchItem(clip.audio.name, {"input_features": clip_features(extractor, [clip])}, options, clip.text)
+        return [BenchItem(clip.audio.name, {"input_features": clip_features(extractor, [clip])},
+                          {**options, **language_options(model, clip.language)}, clip.text, language=clip.language)
                 for clip in clips]
     import torch
 
@@ -242,5 +244,6 @@ def bench_scores(task: Task, model, tokenizer, items: Sequence[BenchItem], outpu
 
     _, text_tokenizer = speech_processing(model.config, tokenizer)
     transcripts = [decode_generated(text_tokenizer, ids)[0] for ids in outputs]
-    errors = corpus_word_error_rate([item.reference or "" for item in items], transcripts)
+    errors = corpus_word_error_rate([item.reference or "" for item in items], transcripts,
+                                    languages=[item.language for item in items])
     return {"wer": errors.wer, "words": errors.words, "transcripts": transcripts}
