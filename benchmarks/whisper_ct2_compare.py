@@ -138,27 +138,34 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best per clip is kept")
     ap.add_argument("--threads", type=int, default=1, help="threads of every engine (default 1)")
     ap.add_argument("--fuse", action="store_true", help="fuse the sparse models' q/k/v (and cross k/v) projections")
-    ap.add_argument("--bf16-attention", action="store_true",
-                    help="also time each sparseft model with its encoder attention in bf16 (label + ' bf16-attn')")
+    ap.add_argument("--compile", action="store_true", help="compile the sparse models' decoder step (static cache)")
+    ap.add_argument("--prepared", action="store_true",
+                    help="also time the dense and each sparse model prepared: fused, compiled decoder step, encoder "
+                         "attention in bf16 where the CPU has AMX or AVX512-BF16 (label + ' prepared')")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "whisper_ct2.json")
     return ap.parse_args()
 
 
 def torch_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
-    """Dense fp32 and each sparse model (fused with --fuse); with --bf16-attention also each sparse model
-    and the dense one with bf16 encoder attention, as separate engines of the same run."""
+    """Dense fp32 (as loaded: the baseline of every ratio) and each sparse model (--fuse / --compile applied);
+    with --prepared also the dense model and each sparse one fused, with the decoder step compiled and the
+    encoder attention in bf16 (label + ' prepared')."""
     from sparseft.runtime.fast_decode import prepare_for_decode
 
+    max_len = 4 + transcribe_options(load_model(args.dense))["max_new_tokens"]
     models = {DENSE: load_model(args.dense)}
-    if args.bf16_attention:
-        models[f"{DENSE} bf16-attn"] = load_model(args.dense)
-        prepare_for_decode(models[f"{DENSE} bf16-attn"], compile=False, fuse=False, long_attention=True)
+    specs = [(DENSE, args.dense, None)] if args.prepared else []
     for name, path in parse_sparse(args.sparse).items():
-        variants = [(name, False)] + ([(f"{name} bf16-attn", True)] if args.bf16_attention else [])
-        for label, long in variants:
+        specs.append((name, path, (args.fuse, args.compile)))
+    for name, path, flags in specs:
+        if flags is not None:  # a sparse model as asked
+            models[name] = load_model(path)
+            if any(flags):
+                prepare_for_decode(models[name], compile=flags[1], fuse=flags[0], max_cache_len=max_len)
+        if args.prepared:
+            label = f"{name} prepared"
             models[label] = load_model(path)
-            if args.fuse or long:
-                prepare_for_decode(models[label], compile=False, fuse=args.fuse, long_attention=long)
+            prepare_for_decode(models[label], compile=True, fuse=True, max_cache_len=max_len, long_attention=True)
     return models
 
 
@@ -204,7 +211,8 @@ def main() -> None:
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "threads": threads, "rounds": args.rounds,
             "batch": 1, "decoding": "greedy, no timestamps, features precomputed (not timed)",
             "timing": f"best of {args.rounds} interleaved rounds per clip, engine order rotated each round",
-            "dense": args.dense, "sparse": parse_sparse(args.sparse), "fuse": args.fuse,
+            "dense": args.dense, "sparse": parse_sparse(args.sparse), "fuse": args.fuse, "compile": args.compile,
+            "prepared": args.prepared,
             "versions": {"torch": torch.__version__, **versions}}  # fmt: skip
     clip_info = [{"source": s, "audio": str(c.audio), "reference": c.text, "words": len(c.text.split())} for s, c in clips]
     write_json(args.out, {"meta": meta, "clips": clip_info, "engines": engines,
