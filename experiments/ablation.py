@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -173,7 +174,24 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def table(results: dict) -> str:
+    """The results as a markdown table: perplexity on both test splits, and relative to the teacher."""
+    runs = results["runs"]
+    teacher = runs["teacher"]["perplexity"]
+    lines = ["| model | gsm | austen | gsm / teacher | austen / teacher | run time (s, shared cores) |",
+             "|---|---|---|---|---|---|"]
+    for name, run in runs.items():
+        ppl = run["perplexity"]
+        seconds = results["seconds"].get(name, "")
+        lines.append(f"| {name} | {ppl['gsm']:.2f} | {ppl['austen']:.1f} | {ppl['gsm'] / teacher['gsm']:.2f} | "
+                     f"{ppl['austen'] / teacher['austen']:.2f} | {seconds} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":  # python experiments/ablation.py --table ablation_v2
+        print(table(json.loads((RESULTS / f"{sys.argv[2]}.json").read_text())))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.7])

@@ -10,6 +10,7 @@ sparseft bench --model runs/whisper-50-int8 --data librivox cards --peer ct2:int
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sparseft.commands._common import print_summary, settings_from
 from sparseft.errors import ConfigError
@@ -51,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "ct2:int8 / ct2:float32 (CTranslate2) for Whisper")
     p.add_argument("--peer-model", help="--peer: the dense model's own file (.gguf, CTranslate2 folder); default: "
                                         "the packaged source model's files")
+    p.add_argument("--out", help="--model: folder to write the record to (stage.json: every timing, ratio and score)")
     p.add_argument("--fuse", action="store_true", help="--model: fuse q/k/v and gate/up into one call each")
     p.add_argument("--bf16-attention", action="store_true",
                    help="--model: attention over 256+ query rows (Whisper's encoder, long prompts) in bf16 where "
@@ -89,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(BenchSettings, {"max_clips": "--clips"}, tokens=args.tokens, rounds=args.rounds,
                              baseline=baseline, fuse=args.fuse, compile=args.compile, threads=args.threads, bf16_attention=args.bf16_attention,
                              data=args.data, max_clips=args.clips, peers=args.peer, peer_model=args.peer_model)
-    record = run_bench(settings, StageIO(str(args.model), source=args.tokenizer or baseline))
+    out = Path(args.out) if args.out else None
+    record = run_bench(settings, StageIO(str(args.model), out, source=args.tokenizer or baseline))
     print_summary(record, tuple(k for k in ("tokens_per_s", "total_seconds", "speedup", "wer", "threads") if k in record))
     return 0
 
