@@ -43,7 +43,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import time
 import warnings
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
+from sparseft.peers.worker import PeerWorker
 from sparseft.prune.magnitude import magnitude_prune
 from sparseft.runtime import SparseLinear, set_num_threads, sparsify_model
 from sparseft.runtime.convert import Int8Spec
@@ -120,31 +120,12 @@ def w8a8_row_scales(layer: nn.Module) -> torch.Tensor:
     return w.abs().amax(dim=1).clamp_min(1e-12) / 127
 
 
-class DeepSparse:
-    """The worker process in DeepSparse's venv, one JSON request / reply per line."""
-
-    def __init__(self, python: str) -> None:
-        if not Path(python).exists():
-            raise SystemExit(f"no DeepSparse venv at {python}: create it with `python3 -m venv /work/venvs/deepsparse && "
-                             "/work/venvs/deepsparse/bin/pip install deepsparse==1.8.0 onnxruntime==1.16.3`, or pass --ds-python")  # fmt: skip
-        env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
-        self.proc = subprocess.Popen([python, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=None, text=True, bufsize=1, env=env)  # fmt: skip
-
-    def __call__(self, cmd: str, **kw: object) -> dict:
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"DeepSparse worker died during {cmd!r} (see its stderr above)")
-        out = json.loads(line)
-        if not out.pop("ok"):
-            raise RuntimeError(f"DeepSparse worker: {cmd} failed: {out['error']}")
-        return out
-
-    def close(self) -> None:
-        self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        self.proc.stdin.flush()
-        self.proc.wait(timeout=60)
+def deepsparse_worker(python: str):
+    """The worker process in DeepSparse's venv (sparseft.peers' pipe protocol), one JSON request per line."""
+    if not Path(python).exists():
+        raise SystemExit(f"no DeepSparse venv at {python}: create it with `python3 -m venv /work/venvs/deepsparse && "
+                         "/work/venvs/deepsparse/bin/pip install deepsparse==1.8.0 onnxruntime==1.16.3`, or pass --ds-python")  # fmt: skip
+    return PeerWorker("DeepSparse", Path(python), WORKER, threads=None)
 
 
 def compiled_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -175,7 +156,7 @@ def torch_runner(
     return run
 
 
-def ds_runner(ds: DeepSparse, key: str) -> Callable[[int], tuple[float, float]]:
+def ds_runner(ds: PeerWorker, key: str) -> Callable[[int], tuple[float, float]]:
     def run(reps: int) -> tuple[float, float]:
         out = ds("run", key=key, reps=reps)  # timed inside the worker: the pipe is not counted
         return out["wall"], out["cpu"]
@@ -287,7 +268,7 @@ def summarize(times: dict[str, dict], threads: list[int]) -> dict[str, dict]:
     return out
 
 
-def bench_point(base: nn.Module, ds: DeepSparse, sparsity: float, seq: int, args: argparse.Namespace) -> dict:
+def bench_point(base: nn.Module, ds: PeerWorker, sparsity: float, seq: int, args: argparse.Namespace) -> dict:
     """Prune, export, compile and time every candidate for one (sparsity, sequence length)."""
     work = args.workdir
     ids = torch.randint(0, VOCAB, (1, seq), generator=torch.Generator().manual_seed(1))
@@ -427,7 +408,7 @@ def main() -> None:
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     base = build_model()
-    ds = DeepSparse(args.ds_python)
+    ds = deepsparse_worker(args.ds_python)
     meta = {"model": "GPT2Config(n_layer=12, n_embd=768, n_head=12), random init seed 0, lm_head tied and dense",
             "pruning": "sparseft magnitude_prune, uniform per layer, the 48 block Conv1D layers", "batch": 1,
             "workload": "one forward of `seq` tokens, no KV cache, static shapes", "threads": args.threads,

@@ -20,10 +20,10 @@ Nothing here imports sparseft or torch: it only needs deepsparse (which brings o
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -220,19 +220,11 @@ class Worker:
 
 
 def main() -> None:
-    reply = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # library banners and warnings must not corrupt the reply stream
-    sys.stdout = sys.stderr
-    worker = Worker()
-    for line in sys.stdin:
-        req = json.loads(line)
-        if req["cmd"] == "quit":
-            break
-        try:
-            out = {"ok": True, **worker.handle(req)}
-        except Exception as exc:  # reported to the driver, which raises with the message
-            out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        reply.write(json.dumps(out) + "\n")
+    # sparseft.peers' worker loop, imported by path: this runs in DeepSparse's venv, without sparseft
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src" / "sparseft" / "peers"))
+    from protocol import serve
+
+    serve(Worker().handle)
 
 
 if __name__ == "__main__":

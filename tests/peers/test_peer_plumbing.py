@@ -22,6 +22,7 @@ ECHO = textwrap.dedent(f"""
         cmd = request.pop("cmd")
         if cmd == "add":
             print("library chatter that must not reach the driver")
+            os.write(1, b"and chatter written by C code straight to fd 1\\n")
             return {{"sum": request["a"] + request["b"], "threads": os.environ["OMP_NUM_THREADS"]}}
         if cmd == "die":
             os._exit(3)

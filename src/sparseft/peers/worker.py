@@ -28,9 +28,12 @@ class PeerError(SparseftError):
 class PeerWorker:
     """One worker process; `worker(cmd, **fields)` sends a request and returns the reply's fields."""
 
-    def __init__(self, name: str, python: Path, script: Path, threads: int) -> None:
+    def __init__(self, name: str, python: Path, script: Path, threads: int | None) -> None:
+        """`threads`: the worker's OMP_NUM_THREADS (None: as in this process, for an engine told by request)."""
         self.name = name
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "passive"}
+        env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
         env.pop("PYTHONPATH", None)  # the worker sees only its own venv
         self.proc = subprocess.Popen([str(python), str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=None, text=True, bufsize=1, env=env)  # fmt: skip
