@@ -7,7 +7,9 @@
    and austen (Persuasion, a novel never trained on); perplexity relative to the teacher.
 
 Only the public API is used (`sparseft.stages`), so each step is what `sparseft finetune/oneshot/eval`
-would do. Results: experiments/results/<name>.json and <name>.png; stage folders under --out.
+would do. Results: experiments/results/<name>.json and <name>.png; stage folders under --out. A folder
+that an earlier run under the same --out finished (its stage.json written) is reused when its settings
+match, so a new loss or sparsity adds to an ablation without re-training the teacher.
 
 On a 2-core machine a second thread speeds one run up by only ~20% (bf16 training of SmolLM2 at batch
 4 x 128: 2.5 s/step at 1 thread, 2.05 s at 2), so `--jobs 2` runs two one-thread runs side by side.
@@ -15,13 +17,18 @@ On a 2-core machine a second thread speeds one run up by only ~20% (bf16 trainin
     python experiments/ablation.py --steps 200 --sparsity 0.5 0.7 0.8 --bf16 --jobs 2 --name ablation_200
     python experiments/ablation.py --steps 300 --sparsity 0.5 0.7 --lr 1e-4 --student-seed 1 --texts 4096 \
         --eval-steps 100 --bf16 --jobs 2 --name ablation_v2
+    python experiments/ablation.py --steps 300 --sparsity 0.5 0.7 --lr 1e-4 --student-seed 1 --texts 4096 \
+        --eval-steps 100 --bf16 --jobs 2 --losses ce ce+kd ce+squarehead ce+kd+squarehead \
+        --name ablation_v3 --out runs/ablation_v2
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import multiprocessing
+import signal
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -29,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from sparseft.models.saving import RECORD_FILE
 from sparseft.settings import EvalSettings, FinetuneSettings, OneShotSettings
 from sparseft.stages import StageIO, run_eval, run_finetune, run_oneshot
 
@@ -36,12 +44,26 @@ LOSSES = {
     "ce": {"task": 1.0, "kd": 0.0, "squarehead": 0.0},
     "ce+kd": {"task": 1.0, "kd": 1.0, "squarehead": 0.0},
     "ce+squarehead": {"task": 1.0, "kd": 0.0, "squarehead": 1.0},
+    "ce+kd+squarehead": {"task": 1.0, "kd": 1.0, "squarehead": 1.0},  # the paper's recipe: both distillation terms
     "squarehead": {"task": 0.0, "kd": 0.0, "squarehead": 1.0},
     # the per-layer denominator, dominated by attention-sink tokens (see sparseft.distill.squarehead)
     "ce+squarehead/layer": {"task": 1.0, "kd": 0.0, "squarehead": 1.0, "squarehead_normalize": "layer"},
 }
 DATA = ["gsm", "austen"]
 RESULTS = Path(__file__).parent / "results"
+
+
+def _finished(out: Path, expected: dict) -> dict | None:
+    """The record of a folder an earlier run finished with the same settings, else None (raises on others)."""
+    path = out / RECORD_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    stored = {key: record["settings"].get(key) for key in expected}
+    if stored != expected:
+        raise SystemExit(f"{out} was made with {stored}, not {expected}: give another --out")
+    print(f"reusing {out}", flush=True)
+    return record
 
 
 def _finetune(args, loss: dict, student: str, teacher: str | None, out: Path, seed: int = 0) -> dict:
@@ -52,7 +74,10 @@ def _finetune(args, loss: dict, student: str, teacher: str | None, out: Path, se
         bf16=args.bf16, teacher_dtype="bfloat16" if args.bf16 else "float32",
         eval_steps=args.eval_steps, eval_data=DATA, eval_texts=args.eval_texts,
     )  # fmt: skip
-    return run_finetune(settings, StageIO(student, out, source=args.model, resume=True))
+    dumped = settings.model_dump(mode="json")
+    keys = ("steps", "learning_rate", "loss", "seed", "nsamples", "batch_size", "seqlen", "teacher")
+    finished = _finished(out, {key: dumped[key] for key in keys})
+    return finished or run_finetune(settings, StageIO(student, out, source=args.model, resume=True))
 
 
 def _eval(args, model: str) -> dict:
@@ -73,6 +98,8 @@ def _heldout(record: dict) -> list[dict]:
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    # Die with the parent: a killed ablation must not leave its workers training for an hour (Linux prctl).
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _oneshot_task(args, sparsity: float) -> tuple[str, dict, float]:
@@ -82,7 +109,9 @@ def _oneshot_task(args, sparsity: float) -> tuple[str, dict, float]:
     calib = {"source": DATA, "nsamples": args.calib, "seqlen": 512}
     allocation = {} if args.allocation == "uniform" else {"allocation": args.allocation}
     settings = OneShotSettings(sparsity=sparsity, calib=calib, progress=False, **allocation)
-    run_oneshot(settings, StageIO(str(out / "teacher"), out / f"sgpt{tag}", resume=True))
+    dumped = settings.model_dump(mode="json")
+    if not _finished(out / f"sgpt{tag}", {key: dumped[key] for key in ("sparsity", "calib", "allocation")}):
+        run_oneshot(settings, StageIO(str(out / "teacher"), out / f"sgpt{tag}", resume=True))
     return f"{tag}% one-shot", {"perplexity": _eval(args, str(out / f"sgpt{tag}"))}, time.perf_counter() - start
 
 
