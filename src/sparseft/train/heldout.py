@@ -3,7 +3,8 @@
 `HeldOutCallback(evaluate, every)` calls `evaluate(model)` (a dict of named scores, e.g. perplexity on the
 test split of each source) before the first step and every `every` steps, and appends
 `{"step": N, "heldout_<name>": score, ...}` to the Trainer's `log_history`, so the curves land in the
-stage record next to the training loss. The model is put in eval mode for the call and back after.
+stage record next to the training loss. The model is put in eval mode for the call and back after, and
+scored in full precision in a bf16 run too (as `sparseft eval` scores it).
 Under DDP/FSDP every rank evaluates (a sharded forward is a collective).
 
 >>> trainer.add_callback(HeldOutCallback(lambda m: {"austen": perplexity(m, tok, texts)}, every=50))
@@ -11,13 +12,30 @@ Under DDP/FSDP every rank evaluates (a sharded forward is a collective).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 from transformers import TrainerCallback
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+@contextmanager
+def full_precision(model: nn.Module) -> Iterator[None]:
+    """The model's own forward for the block: accelerate wraps a mixed-precision run's `model.forward` in
+    autocast and keeps the plain one as `_original_forward` (a bf16 Whisper student greedy-decoded in
+    autocast scored 25.4% WER against 22.5% in full precision)."""
+    wrapped, original = model.__dict__.get("forward"), model.__dict__.get("_original_forward")
+    if wrapped is None or original is None:
+        yield
+        return
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped
 
 
 class HeldOutCallback(TrainerCallback):
@@ -37,7 +55,7 @@ class HeldOutCallback(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), full_precision(model):
                 scores = self.evaluate(model)
         finally:
             model.train(was_training)
