@@ -110,9 +110,12 @@ def _oneshot_task(args, sparsity: float) -> tuple[str, dict, float]:
     allocation = {} if args.allocation == "uniform" else {"allocation": args.allocation}
     settings = OneShotSettings(sparsity=sparsity, calib=calib, progress=False, **allocation)
     dumped = settings.model_dump(mode="json")
-    if not _finished(out / f"sgpt{tag}", {key: dumped[key] for key in ("sparsity", "calib", "allocation")}):
+    reused = _finished(out / f"sgpt{tag}", {key: dumped[key] for key in ("sparsity", "calib", "allocation")})
+    if not reused:
         run_oneshot(settings, StageIO(str(out / "teacher"), out / f"sgpt{tag}", resume=True))
-    return f"{tag}% one-shot", {"perplexity": _eval(args, str(out / f"sgpt{tag}"))}, time.perf_counter() - start
+    result = {"perplexity": _eval(args, str(out / f"sgpt{tag}")), "reused": bool(reused)}
+    seconds = reused["seconds"] if reused else time.perf_counter() - start  # reused: the pruning time it took
+    return f"{tag}% one-shot", result, seconds
 
 
 def _finetune_task(args, sparsity: float, name: str) -> tuple[str, dict, float]:
@@ -120,10 +123,12 @@ def _finetune_task(args, sparsity: float, name: str) -> tuple[str, dict, float]:
     out = Path(args.out)
     tag = f"{round(sparsity * 100)}"
     folder = out / f"sgpt{tag}-{name.replace('/', '-')}"
+    reused = (folder / RECORD_FILE).is_file()
     record = _finetune(args, LOSSES[name], str(out / f"sgpt{tag}"), str(out / "teacher"), folder, args.student_seed)
     result = {"perplexity": _eval(args, str(folder)), "history": _history(record), "heldout": _heldout(record),
-              "total_sparsity": record["total_sparsity"]}
-    return f"{tag}% {name}", result, time.perf_counter() - start
+              "total_sparsity": record["total_sparsity"], "reused": reused}
+    seconds = record["train_seconds"] if reused else time.perf_counter() - start  # reused: its training time
+    return f"{tag}% {name}", result, seconds
 
 
 def run(args) -> dict:
@@ -212,6 +217,8 @@ def table(results: dict) -> str:
     for name, run in runs.items():
         ppl = run["perplexity"]
         seconds = results["seconds"].get(name, "")
+        if run.get("reused"):  # made by an earlier run under the same --out (its time), evaluated here
+            seconds = f"{seconds} (reused)"
         lines.append(f"| {name} | {ppl['gsm']:.2f} | {ppl['austen']:.1f} | {ppl['gsm'] / teacher['gsm']:.2f} | "
                      f"{ppl['austen'] / teacher['austen']:.2f} | {seconds} |")
     return "\n".join(lines)
