@@ -234,6 +234,7 @@ class FinetuneSettings(Strict):
     nsamples: int = Field(512, gt=0, description="training texts (clips, pairs)")
     seqlen: int = Field(256, gt=1)
     pack: bool = Field(True, description="pack texts into full windows (else one padded example per text)")
+    augment: bool = Field(False, description="speech: random echo, noise and gain on each read of a training clip")
     loss: LossWeights = LossWeights()
     teacher_dtype: Dtype = "float32"
     gmp: GMPSettings | None = None

@@ -32,9 +32,10 @@ def _command(kind: str, folder, sparsity: float) -> list[str]:
 def _run(argv, kill_after: float | None = None) -> float:
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "sparseft.cli", *argv], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE if kill_after is None else subprocess.DEVNULL)
     if kill_after is None:
-        assert proc.wait(timeout=300) == 0, argv
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, (argv, err.decode(errors="replace")[-2000:])
     else:
         try:
             proc.wait(timeout=kill_after)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -84,10 +85,15 @@ def speech_processing(config: Any, processor: Any) -> tuple[Any, Any]:
     return extractor, getattr(processor, "tokenizer", processor)
 
 
-def clip_features(extractor: Any, clips: Sequence[SpeechClip]) -> torch.Tensor:
-    """Log-mel input features (clips, mel bins, frames) of `clips`, each read at the extractor's rate."""
-    audio = [clip.samples(extractor.sampling_rate) for clip in clips]
-    return extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt").input_features
+def clip_features(extractor: Any, clips: Sequence[SpeechClip],
+                  transform: Callable[[np.ndarray, int], np.ndarray] | None = None) -> torch.Tensor:
+    """Log-mel input features (clips, mel bins, frames) of `clips`, each read at the extractor's rate and
+    passed through `transform(samples, rate)` when given (training augmentation)."""
+    rate = extractor.sampling_rate
+    audio = [clip.samples(rate) for clip in clips]
+    if transform is not None:
+        audio = [transform(a, rate) for a in audio]
+    return extractor(audio, sampling_rate=rate, return_tensors="pt").input_features
 
 
 def is_multilingual_whisper(config: Any) -> bool:
@@ -114,20 +120,34 @@ def speech_label_ids(tokenizer: Any, clip: SpeechClip, config: Any, max_tokens: 
 
 class SpeechExamples(Dataset):
     """{input_features, labels} per clip; features are computed when an example is read (each is
-    mel bins x 3000 floats for Whisper: a whole training set would not stay in memory)."""
+    mel bins x 3000 floats for Whisper: a whole training set would not stay in memory).
+
+    `augment`: each read of a clip gets its own random echo / noise / gain (`sparseft.data.augment`),
+    reproducible from `seed`, the clip's index and how often it was read before."""
 
     def __init__(self, clips: Sequence[SpeechClip], extractor: Any, tokenizer: Any, config: Any,
-                 max_label_tokens: int | None = None):
+                 max_label_tokens: int | None = None, augment: bool = False, seed: int = 0):
         if not clips:
             raise ConfigError("no speech clips")
         self.clips, self.extractor = list(clips), extractor
         self.labels = [speech_label_ids(tokenizer, c, config, max_label_tokens) for c in self.clips]
+        self.augment, self.seed = augment, seed
+        self._reads = [0] * len(self.clips)
 
     def __len__(self) -> int:
         return len(self.clips)
 
+    def _transform(self, index: int) -> Callable[[np.ndarray, int], np.ndarray] | None:
+        if not self.augment:
+            return None
+        from sparseft.data.augment import augment_speech
+
+        rng = np.random.default_rng((self.seed, index, self._reads[index]))
+        self._reads[index] += 1
+        return lambda samples, rate: augment_speech(samples, rate, rng)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        features = clip_features(self.extractor, [self.clips[index]])[0]
+        features = clip_features(self.extractor, [self.clips[index]], self._transform(index))[0]
         return {"input_features": features, "labels": torch.tensor(self.labels[index], dtype=torch.long)}
 
 

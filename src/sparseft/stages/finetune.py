@@ -131,7 +131,7 @@ def _training_data(settings: FinetuneSettings, task, student, tokenizer) -> tupl
 
     sources = default_sources(settings, "data", task, task.train)
     dataset, collate = training_data(task, student, tokenizer, sources, settings.nsamples, settings.seqlen,
-                                     settings.seed, pack=settings.pack)
+                                     settings.seed, pack=settings.pack, augment=settings.augment)
     return sources, dataset, collate
 
 

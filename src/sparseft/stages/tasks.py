@@ -85,8 +85,9 @@ def calibration_for(calib: Calibration | None, task: Task) -> Calibration:
 
 # ----- calibration and training inputs ----------------------------------------------------------------
 def _examples(task: Task, model, tokenizer, sources: Sequence[str], split: str, n: int | None, seqlen: int,
-              seed: int):
-    """(dataset, collate) of the task's examples (speech or text pairs) from `sources` for `split`."""
+              seed: int, augment: bool = False):
+    """(dataset, collate) of the task's examples (speech or text pairs) from `sources` for `split`;
+    `augment`: random echo / noise / gain on each read of a clip (speech only)."""
     from sparseft.data.examples import (
         PairExamples,
         SpeechExamples,
@@ -100,7 +101,8 @@ def _examples(task: Task, model, tokenizer, sources: Sequence[str], split: str, 
 
         extractor, text_tokenizer = speech_processing(model.config, tokenizer)
         clips = _mixed([load_clips(s, split, seed=seed) for s in sources])[:n]
-        dataset = SpeechExamples(clips, extractor, text_tokenizer, model.config, max_label_tokens=seqlen)
+        dataset = SpeechExamples(clips, extractor, text_tokenizer, model.config, max_label_tokens=seqlen,
+                                 augment=augment, seed=seed)
     else:
         from sparseft.data.pairs import load_pairs
 
@@ -142,11 +144,13 @@ def _text_windows(model, tokenizer, calib: Calibration) -> list[dict]:
 
 
 def training_data(task: Task, model, tokenizer, sources: Sequence[str], nsamples: int, seqlen: int, seed: int,
-                  pack: bool = True) -> tuple[Any, Callable]:
-    """(dataset, collator) of the train split of `sources` for the model's kind."""
+                  pack: bool = True, augment: bool = False) -> tuple[Any, Callable]:
+    """(dataset, collator) of the train split of `sources` for the model's kind (`augment`: speech only)."""
     check_sources(task, sources, "training")
+    if augment and task.data != "speech":
+        raise ConfigError(f"audio augmentation needs a speech model; this one is a {task.kind} model")
     if task.kind != "causal":
-        return _examples(task, model, tokenizer, sources, "train", nsamples, seqlen, seed)
+        return _examples(task, model, tokenizer, sources, "train", nsamples, seqlen, seed, augment)
     from sparseft.data.sources import load_texts
     from sparseft.models.loading import check_seqlen
     from sparseft.train import CausalLMTexts, pad_collate
