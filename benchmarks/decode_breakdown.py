@@ -7,17 +7,17 @@ For a compressed causal LM (or a dense one), prepared as `sparseft bench --prepa
 - the bytes those layers read, and that over a measured read bandwidth (a torch.sum over a buffer of the
   weights' size): the bytes-bound limit the issue asks each model's distance to.
 
-    python benchmarks/decode_breakdown.py runs/smol-mag70-int8 --tokens 64
+    python benchmarks/decode_breakdown.py smollm2-135m runs/smol-mag70-int8 --tokens 64   # dense = baseline
     python benchmarks/decode_breakdown.py smollm2-135m --no-compile
 
-CPU time of the calling thread, best of `--rounds` (a busy neighbour inflates it less than wall time).
+CPU time of the calling thread, best of `--rounds`; the models' steps are timed in interleaved rounds (a
+busy neighbour slows all alike), the first model is the baseline of the speed-ups.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,15 +27,7 @@ from torch import nn
 
 from sparseft.runtime import SparseLinear
 from sparseft.runtime.fast_decode import greedy_decode, prepare_for_decode
-
-
-def best_seconds(fn: Callable[[], object], rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.thread_time()
-        fn()
-        best = min(best, time.thread_time() - t)
-    return best
+from sparseft.runtime.timing import bandwidth_gbs, best_times
 
 
 def layer_bytes(module: nn.Module) -> int:
@@ -56,52 +48,36 @@ def _call(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def kernels_alone(model: nn.Module, rounds: int) -> tuple[float, dict[str, float]]:
     """(seconds of one pass over every Linear layer in the model's order, batch 1, each called once as a
-    step calls it: weights stream from memory as in the step; seconds of each layer called 20 times in a
-    row: its cache-hot cost)."""
+    step calls it: weights stream from memory as in the step; seconds of each layer called alone over and
+    over: its cache-hot cost). Thread CPU time, best of `rounds`."""
     layers = [(n, _call(m), torch.randn(1, 1, m.in_features)) for n, m in linear_layers(model)]
-    hot = {}
     with torch.no_grad():
-        for name, call, x in layers:
-            call(x)
-            hot[name] = best_seconds(lambda c=call, v=x: [c(v) for _ in range(20)], rounds) / 20
-        one_pass = best_seconds(lambda: [call(x) for _, call, x in layers], rounds * 4)
+        hot = {name: best_times({name: lambda c=call, v=x: c(v)}, seconds=0.05, rounds=rounds, clock="thread")[name]
+               for name, call, x in layers}
+        one_pass = best_times({"pass": lambda: [call(x) for _, call, x in layers]}, seconds=1.0,
+                              rounds=rounds * 4, clock="thread")["pass"]
     return one_pass, hot
 
 
-def read_bandwidth(nbytes: int, rounds: int) -> float:
-    """Bytes/s of torch.sum over a float32 buffer of `nbytes` (one read pass)."""
-    buf = torch.ones(max(nbytes // 4, 1), dtype=torch.float32)
-    return buf.numel() * 4 / best_seconds(lambda: buf.sum(), rounds)
-
-
-def step_seconds(model: nn.Module, tokens: int, rounds: int, compile: bool) -> float:
+def step_seconds(models: dict[str, nn.Module], tokens: int, rounds: int, compile: bool) -> dict[str, float]:
+    """Seconds per decode step after the prompt of each model, measured in interleaved rounds: a run of
+    `tokens` tokens minus a prompt-only run, over (tokens - 1) steps."""
     ids = torch.tensor([[1, 504, 3458, 314, 260, 2272, 282, 1622, 30]])
-    greedy_decode(model, ids, 4, compile=compile)  # compile / warm up
-    # (tokens - 1) steps after the prompt; the prompt step is subtracted with a 1-token run
-    full = best_seconds(lambda: greedy_decode(model, ids, tokens, compile=compile), rounds)
-    prompt = best_seconds(lambda: greedy_decode(model, ids, 1, compile=compile), rounds)
-    return (full - prompt) / (tokens - 1)
+    fns = {}
+    for name, model in models.items():
+        greedy_decode(model, ids, 4, compile=compile)  # compile / warm up
+        fns[(name, "full")] = lambda m=model: greedy_decode(m, ids, tokens, compile=compile)
+        fns[(name, "prompt")] = lambda m=model: greedy_decode(m, ids, 1, compile=compile)
+    best = best_times(fns, seconds=len(fns) * 2.0, rounds=rounds, clock="thread")
+    return {name: (best[(name, "full")] - best[(name, "prompt")]) / (tokens - 1) for name in models}
 
 
-def main() -> None:
-    from sparseft.models import load_model
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="a compressed folder (sparseft compress) or a dense model")
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--no-compile", action="store_true", help="eager steps (fused projections only)")
-    ap.add_argument("--out", type=Path, help="write the record as JSON")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    model = load_model(args.model).eval()
-    prepare_for_decode(model, compile=not args.no_compile)
-    step = step_seconds(model, args.tokens, args.rounds, not args.no_compile)
-    one_pass, hot = kernels_alone(model, args.rounds)
+def breakdown(name: str, model: nn.Module, step: float, rounds: int, compiled: bool, tokens: int) -> dict:
+    one_pass, hot = kernels_alone(model, rounds)
     nbytes = sum(layer_bytes(m) for _, m in linear_layers(model))
-    bandwidth = read_bandwidth(nbytes, args.rounds)
+    bandwidth = bandwidth_gbs(max(nbytes >> 20, 1)) * 1e9  # a buffer the size of the weights
     record = {
-        "model": args.model, "compiled": not args.no_compile, "threads": 1, "tokens": args.tokens,
+        "model": name, "compiled": compiled, "threads": 1, "tokens": tokens,
         "step_ms": round(step * 1e3, 3), "linear_kernels_ms": round(one_pass * 1e3, 3),
         "linear_kernels_cache_hot_ms": round(sum(hot.values()) * 1e3, 3),
         "outside_kernels_ms": round((step - one_pass) * 1e3, 3),
@@ -111,9 +87,35 @@ def main() -> None:
     }  # fmt: skip
     record["step_vs_bytes_bound"] = round(record["step_ms"] / record["bytes_bound_ms"], 2)
     record["kernels_vs_bytes_bound"] = round(record["linear_kernels_ms"] / record["bytes_bound_ms"], 2)
-    print(json.dumps(record, indent=2))
+    return record
+
+
+def main() -> None:
+    from sparseft.models import load_model
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+", help="compressed folders (sparseft compress) or dense models; the first "
+                                              "is the baseline of the speed-ups (e.g. the dense model)")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--no-compile", action="store_true", help="eager steps (fused projections only)")
+    ap.add_argument("--out", type=Path, help="write the records as JSON")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    models = {}
+    for name in args.models:
+        models[name] = load_model(name).eval()
+        prepare_for_decode(models[name], compile=not args.no_compile)
+    steps = step_seconds(models, args.tokens, args.rounds, not args.no_compile)
+    baseline = args.models[0]
+    records = []
+    for name, model in models.items():
+        record = breakdown(name, model, steps[name], args.rounds, not args.no_compile, args.tokens)
+        record[f"step_speedup_vs_{baseline}"] = round(steps[baseline] / steps[name], 3)
+        records.append(record)
+        print(json.dumps(record, indent=2), flush=True)
     if args.out:
-        args.out.write_text(json.dumps(record, indent=2))
+        args.out.write_text(json.dumps({"interleaved_steps": True, "baseline": baseline, "records": records}, indent=2))
 
 
 if __name__ == "__main__":
