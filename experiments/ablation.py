@@ -20,6 +20,8 @@ On a 2-core machine a second thread speeds one run up by only ~20% (bf16 trainin
     python experiments/ablation.py --steps 300 --sparsity 0.5 0.7 --lr 1e-4 --student-seed 1 --texts 4096 \
         --eval-steps 100 --bf16 --jobs 2 --losses ce ce+kd ce+squarehead ce+kd+squarehead \
         --name ablation_v3 --out runs/ablation_v2
+    python experiments/ablation.py --steps 300 --sparsity 0.5 --lr 1e-4 --student-lr 1e-4 3e-4 1e-3 \
+        --student-seed 1 --texts 4096 --eval-steps 100 --bf16 --jobs 2 --losses ce+kd+squarehead --name lr_sweep
 """
 
 from __future__ import annotations
@@ -66,18 +68,23 @@ def _finished(out: Path, expected: dict) -> dict | None:
     return record
 
 
-def _finetune(args, loss: dict, student: str, teacher: str | None, out: Path, seed: int = 0) -> dict:
+def _finetune(args, loss: dict, student: str, teacher: str | None, out: Path, seed: int = 0,
+              lr: float | None = None) -> tuple[dict, bool]:
+    """(the fine-tune's record, whether an earlier run's finished folder was reused)."""
     settings = FinetuneSettings(
         seed=seed,
         teacher=teacher, data=DATA, nsamples=args.texts, steps=args.steps, batch_size=args.batch_size,
-        seqlen=args.seqlen, learning_rate=args.lr, loss=loss, save_steps=args.steps, logging_steps=max(1, args.steps // 20),
+        seqlen=args.seqlen, learning_rate=lr or args.lr, loss=loss, save_steps=args.steps,
+        logging_steps=max(1, args.steps // 20),
         bf16=args.bf16, teacher_dtype="bfloat16" if args.bf16 else "float32",
         eval_steps=args.eval_steps, eval_data=DATA, eval_texts=args.eval_texts,
     )  # fmt: skip
     dumped = settings.model_dump(mode="json")
     keys = ("steps", "learning_rate", "loss", "seed", "nsamples", "batch_size", "seqlen", "teacher")
     finished = _finished(out, {key: dumped[key] for key in keys})
-    return finished or run_finetune(settings, StageIO(student, out, source=args.model, resume=True))
+    if finished:
+        return finished, True
+    return run_finetune(settings, StageIO(student, out, source=args.model, resume=True)), False
 
 
 def _eval(args, model: str) -> dict:
@@ -118,17 +125,20 @@ def _oneshot_task(args, sparsity: float) -> tuple[str, dict, float]:
     return f"{tag}% one-shot", result, seconds
 
 
-def _finetune_task(args, sparsity: float, name: str) -> tuple[str, dict, float]:
+def _finetune_task(args, sparsity: float, name: str, lr: float) -> tuple[str, dict, float]:
+    """One student: `name`'s loss at learning rate `lr` (a folder and row of its own when it is not --lr)."""
     start = time.perf_counter()
     out = Path(args.out)
     tag = f"{round(sparsity * 100)}"
-    folder = out / f"sgpt{tag}-{name.replace('/', '-')}"
-    reused = (folder / RECORD_FILE).is_file()
-    record = _finetune(args, LOSSES[name], str(out / f"sgpt{tag}"), str(out / "teacher"), folder, args.student_seed)
+    lr_text = f"{lr:.0e}".replace("e-0", "e-")  # 3e-4
+    suffix = "" if lr == args.lr else f"-lr{lr_text}"
+    folder = out / f"sgpt{tag}-{name.replace('/', '-')}{suffix}"
+    record, reused = _finetune(args, LOSSES[name], str(out / f"sgpt{tag}"), str(out / "teacher"), folder,
+                               args.student_seed, lr)
     result = {"perplexity": _eval(args, str(folder)), "history": _history(record), "heldout": _heldout(record),
-              "total_sparsity": record["total_sparsity"], "reused": reused}
+              "total_sparsity": record["total_sparsity"], "reused": reused, "learning_rate": lr}
     seconds = record["train_seconds"] if reused else time.perf_counter() - start  # reused: its training time
-    return f"{tag}% {name}", result, seconds
+    return f"{tag}% {name}" + (f" lr {lr_text}" if suffix else ""), result, seconds
 
 
 def run(args) -> dict:
@@ -138,7 +148,7 @@ def run(args) -> dict:
     path = RESULTS / f"{args.name}.json"
     start = time.perf_counter()
     results["runs"]["dense"] = {"perplexity": _eval(args, args.model)}
-    teacher = _finetune(args, LOSSES["ce"], args.model, None, out / "teacher")
+    teacher, _ = _finetune(args, LOSSES["ce"], args.model, None, out / "teacher")
     results["runs"]["teacher"] = {"perplexity": _eval(args, str(out / "teacher")), "history": _history(teacher),
                                   "heldout": _heldout(teacher)}
     results["seconds"]["dense + teacher"] = round(time.perf_counter() - start, 1)
@@ -158,7 +168,8 @@ def run(args) -> dict:
                 print(f"{name}: {result['perplexity']} ({seconds:.0f} s)", flush=True)
                 if name.endswith("one-shot"):
                     for loss in args.losses:
-                        pending[pool.submit(_finetune_task, args, sparsity, loss)] = sparsity
+                        for lr in args.student_lr or [args.lr]:
+                            pending[pool.submit(_finetune_task, args, sparsity, loss, lr)] = sparsity
     plot(results, path.with_suffix(".png"))
     return results
 
@@ -243,6 +254,8 @@ def main() -> None:
     p.add_argument("--student-seed", type=int, default=0,
                    help="data seed of the students (the teacher uses 0): another value gives them fresh windows "
                         "of the same train splits instead of the ones the teacher was fine-tuned on")
+    p.add_argument("--student-lr", type=float, nargs="+", default=None,
+                   help="learning rates of the students (default: --lr, the teacher's); each one a run per loss")
     p.add_argument("--eval-steps", type=int, default=None,
                    help="held-out perplexity every N training steps (the curves of the right panel)")
     p.add_argument("--eval-texts", type=int, default=50, help="test texts per source of those curve points")

@@ -108,3 +108,31 @@ def test_build_speech_set_writes_16khz_clips_with_manifests(tmp_path):
     assert len(clips) == 2 and clips[0].samples().shape[0] > 16000  # more than a second of speech
     assert len(load_clips(str(tmp_path / "s"), "calibration")) == 3
     assert main(["data", "speech", "--out", str(tmp_path / "s"), "--train", "1", "--test", "1", "--no-progress"]) == 0
+
+
+@pytest.mark.packaged
+def test_flite_speaks_the_same_texts_as_espeak_in_its_own_voices(tmp_path):
+    from sparseft.cli import main
+    from sparseft.data.synth import ENGINES
+
+    for engine in ("espeak", "flite"):
+        assert main(["data", "speech", "--engine", engine, "--out", str(tmp_path / engine), "--train", "3", "--test", "1",
+                     "--no-progress"]) == 0
+    read = {e: [json.loads(x) for x in (tmp_path / e / "train.jsonl").read_text().splitlines()] for e in ENGINES}
+    assert [r["text"] for r in read["flite"]] == [r["text"] for r in read["espeak"]]  # one text split for both
+    assert {r["voice"] for r in read["flite"]} <= set(ENGINES["flite"].voices)
+    assert all(r["engine"] == "flite" and r["pitch"] is None and 0.85 <= r["speed"] <= 1.2 for r in read["flite"])
+    flite, espeak = (load_clips(str(tmp_path / e), "train")[0].samples() for e in ("flite", "espeak"))
+    assert flite.shape[0] > 16000 and flite.shape != espeak.shape  # a second of speech, not espeak's audio
+
+
+def test_flite_refuses_other_languages_and_unknown_voices(tmp_path):
+    from sparseft.cli import main
+    from sparseft.data.synth import ENGINES
+    from sparseft.errors import SparseftError
+
+    assert main(["data", "speech", "--engine", "flite", "--language", "hi", "--out", str(tmp_path / "x")]) == 1
+    assert main(["data", "speech", "--engine", "festival", "--out", str(tmp_path / "y")]) == 1
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(SparseftError, match="flite has no voice 'nobody'"):
+        ENGINES["flite"].speak("a short text", "nobody", 1.0, None, tmp_path / "z.wav")

@@ -5,6 +5,7 @@
 | name       | what                                                        | train / calibration        | test                   |
 |------------|-------------------------------------------------------------|----------------------------|------------------------|
 | `espeak`   | synthetic English, Debian `espeak-ng`, 8 voices, 140-190 wpm | texts of the text sources' train splits | texts of their test splits |
+| `flite`    | synthetic English, Debian `flite`, voices awb, rms, slt, kal16 | as espeak | as espeak |
 | `espeak-hi`, `-de`, `-fr` | synthetic Hindi / German / French, 4 voices each | GSM problems of the train templates in that language | the originals of the test templates |
 | `librivox` | 5 real clips read from *Sense and Sensibility* (pocketsphinx-testdata) | none (test only)    | all 5                  |
 | `cards`    | 5 real clips of spoken playing cards (pocketsphinx-testdata) | none (test only)           | all 5                  |
@@ -75,11 +76,11 @@ def _pocketsphinx(folder: str) -> Callable[[str, int | None, int], list[SpeechCl
     return clips
 
 
-def _espeak(language: str) -> Callable[[str, int | None, int], list[SpeechClip]]:
+def _synth(language: str, engine: str = "espeak") -> Callable[[str, int | None, int], list[SpeechClip]]:
     def clips(split: str, n: int | None, seed: int) -> list[SpeechClip]:
-        from sparseft.data.synth import espeak_set
+        from sparseft.data.synth import synth_set
 
-        return manifest_clips(espeak_set(language) / f"{'test' if split == 'test' else 'train'}.jsonl")[:n]
+        return manifest_clips(synth_set(language, engine) / f"{'test' if split == 'test' else 'train'}.jsonl")[:n]
 
     return clips
 
@@ -89,14 +90,16 @@ def _espeak_sources() -> list[SpeechSource]:
 
     return [SpeechSource(f"espeak-{code}", f"synthetic {lang.name} speech (espeak-ng, {len(lang.voices)} voices): GSM "
                          f"problems in {lang.name}, train templates / the originals of the test templates",
-                         _espeak(code)) for code, lang in LANGUAGES.items() if code != "en"]
+                         _synth(code)) for code, lang in LANGUAGES.items() if code != "en"]
 
 
 SPEECH_SOURCES: dict[str, SpeechSource] = {
     s.name: s
     for s in [
         SpeechSource("espeak", "synthetic English speech (espeak-ng, several voices and speeds), generated "
-                     "once from the text sources' train / test splits", _espeak("en")),
+                     "once from the text sources' train / test splits", _synth("en")),
+        SpeechSource("flite", "synthetic English speech (flite: 4 more natural CMU voices), the same splits as "
+                     "espeak", _synth("en", "flite")),
         *_espeak_sources(),
         SpeechSource("librivox", "5 real clips read from Sense and Sensibility (pocketsphinx-testdata), test only",
                      _pocketsphinx("librivox")),
