@@ -86,3 +86,14 @@ def test_venv_is_made_once_and_an_unfinished_one_is_rebuilt(tmp_path, monkeypatc
     (folder / READY).unlink()  # as if the install had been killed
     assert peer_python("empty", []) == python and not stamp.exists() and (folder / READY).is_file()
     assert venv_dir("empty", ["a==1"]) != folder  # other pins, another venv
+    assert venv_dir("empty", [], {"CMAKE_ARGS": "-DX=ON"}) != folder  # other build settings, another venv
+
+
+def test_llama_cpp_is_built_without_amx_only_where_the_cpu_has_it():
+    from sparseft.peers.engines import llama_cpp_build_env
+
+    assert llama_cpp_build_env({"avx2", "avx512f", "avx512_vnni"}) == {}  # no AMX: llama.cpp's native build
+    args = llama_cpp_build_env({"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_int8"})["CMAKE_ARGS"].split()
+    assert "-DGGML_NATIVE=OFF" in args and "-DGGML_AMX_INT8=OFF" in args and "-DGGML_AMX_TILE=OFF" in args
+    assert {"-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_AVX512=ON", "-DGGML_AVX512_BF16=ON"} <= set(args)
+    assert "-DGGML_AVX512_VNNI=ON" not in args  # only what the CPU has: the build must run where it was made

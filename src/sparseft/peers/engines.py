@@ -18,6 +18,32 @@ from sparseft.peers.worker import WORKERS, PeerWorker
 
 LLAMA_CPP = ("llama-cpp-python==0.3.36", "numpy==2.4.6")
 CTRANSLATE2 = ("ctranslate2==4.8.5",)
+#: /proc/cpuinfo flag -> the ggml CMake switch of that instruction set (a native build without AMX).
+_GGML_ISA = {"avx": "GGML_AVX", "avx2": "GGML_AVX2", "fma": "GGML_FMA", "f16c": "GGML_F16C", "bmi2": "GGML_BMI2",
+             "avx_vnni": "GGML_AVX_VNNI", "avx512f": "GGML_AVX512", "avx512vbmi": "GGML_AVX512_VBMI",
+             "avx512_vnni": "GGML_AVX512_VNNI", "avx512_bf16": "GGML_AVX512_BF16"}
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this CPU (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+
+
+def llama_cpp_build_env(flags: set[str] | None = None) -> dict[str, str]:
+    """How llama-cpp-python is built here: natively (its default), except on CPUs with AMX, where ggml's
+    AMX backend dies with a general protection fault in its first matmul (`ldtilecfg` of a tile config
+    the compiler dropped: llama.cpp issue 20824, PR 26954 open) — there every other instruction set of the
+    CPU is switched on by name and AMX left out. What users get from a release build on such a CPU."""
+    flags = cpu_flags() if flags is None else flags
+    if "amx_int8" not in flags:
+        return {}
+    switches = ["-DGGML_NATIVE=OFF", *(f"-D{switch}=ON" for flag, switch in _GGML_ISA.items() if flag in flags),
+                "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
+    return {"CMAKE_ARGS": " ".join(switches)}
 
 
 @dataclass(frozen=True)
@@ -76,7 +102,8 @@ def start_llama_cpp(peers, spec: str, kind: str | None, files: Path, items: Sequ
     import torch
 
     source = gguf_file(files)
-    worker = PeerWorker(spec, peer_python("llama.cpp", LLAMA_CPP), WORKERS / "llamacpp_worker.py", threads)
+    python = peer_python("llama.cpp", LLAMA_CPP, build_env=llama_cpp_build_env())
+    worker = PeerWorker(spec, python, WORKERS / "llamacpp_worker.py", threads)
     peers.workers.append(worker)
     model = quantized_copy(worker, source, kind, threads) if kind else source
     prompts = [item.inputs["input_ids"][0].tolist() for item in items]
