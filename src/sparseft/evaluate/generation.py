@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,18 @@ from sparseft.data.examples import clip_features
 from sparseft.data.pairs import TextPair
 from sparseft.data.speech import SpeechClip
 from sparseft.evaluate.metrics import corpus_bleu, corpus_word_error_rate
+
+
+class _BothLengthsFilter(logging.Filter):
+    """Drops transformers' "Both `max_new_tokens` and `max_length` seem to have been set" warning: Whisper's
+    generation config carries max_length (its decoder positions) and every greedy call here sets
+    max_new_tokens, which wins as intended, so the warning came once per batch and said nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "seem to have been set" not in record.getMessage()
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_BothLengthsFilter())
 
 
 @dataclass
