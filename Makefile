@@ -40,7 +40,7 @@ test: install sysdeps
 	OMP_WAIT_POLICY=passive HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks experiments
 
 bench: install
 	OMP_WAIT_POLICY=passive $(PY) benchmarks/bench_kernels.py
