@@ -55,6 +55,12 @@ def test_whisper_proj_out_is_packed_and_generates_the_same_tokens(tmp_path):
     features = tiny_batches(masked, n_batches=1)[0]["input_features"]
     kwargs = {"max_new_tokens": 6, "do_sample": False}
     assert torch.equal(compressed.generate(features, **kwargs), masked.generate(features, **kwargs))
+    # the packed head is dense and outside the blocks: the reported sparsity stays the pruned model's
+    from sparseft.evaluate.sparsity import weight_sparsity
+
+    blocks = [m.weight for n, m in masked.named_modules() if ".layers." in n and isinstance(m, torch.nn.Linear)]
+    expected = sum(int((w == 0).sum()) for w in blocks) / sum(w.numel() for w in blocks)
+    assert weight_sparsity(compressed) == pytest.approx(expected) == pytest.approx(weight_sparsity(masked))
 
 
 def test_an_unknown_head_format_is_refused_in_one_line(tmp_path, capsys):
