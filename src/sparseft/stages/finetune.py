@@ -116,10 +116,25 @@ def _unsharded(trainer, source: str):
     return plain
 
 
-def _resume_point(checkpoints: Path, resume: bool) -> str | None:
+#: Settings a resumed run may change: how often it saves, logs and scores, and how long it goes on.
+_RESUMABLE_CHANGES = ("steps", "save_steps", "save_total_limit", "logging_steps", "report_to", "eval_steps", "eval_data",
+                      "eval_texts")
+
+
+def run_id(settings: FinetuneSettings, io: StageIO) -> str:
+    """What identifies a fine-tune for `--resume`: its input and the settings that shape training."""
+    import hashlib
+    import json
+
+    shaping = settings.model_dump(mode="json", exclude=set(_RESUMABLE_CHANGES))
+    text = json.dumps({"input": str(io.input), "settings": shaping}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _resume_point(checkpoints: Path, resume: bool, identity: str) -> str | None:
     from sparseft.train.trainer import last_complete_checkpoint
 
-    last = last_complete_checkpoint(checkpoints) if resume else None
+    last = last_complete_checkpoint(checkpoints, identity) if resume else None
     if resume and last is None:
         log.info("no checkpoint in %s: starting from the beginning", checkpoints)
     return last
@@ -174,16 +189,18 @@ def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
                              squarehead_normalize=loss.squarehead_normalize)
     teacher = load_model(teacher_ref, io.dtype) if teacher_ref else None
     checkpoints = checkpoints_dir(out)
+    identity = run_id(settings, io)
     trainer_class = SparseTrainer if task.kind == "causal" else SparseSeq2SeqTrainer  # encoder + decoder blocks
     trainer = trainer_class(
         model=student, args=training_arguments(settings, checkpoints, student), train_dataset=dataset,
         teacher=teacher, masks=_masks(settings, io, student), gmp=_gmp(settings, student, tokenizer, io, sources),
         distill=distill, teacher_dtype=parse_dtype(settings.teacher_dtype) if teacher else None, data_collator=collate,
+        run_id=identity,
     )  # fmt: skip
     heldout = _heldout_callback(settings, task, tokenizer)
     if heldout is not None:
         trainer.add_callback(heldout)
-    resume_from = _resume_point(checkpoints, io.resume)
+    resume_from = _resume_point(checkpoints, io.resume, identity)
     result = trainer.train(resume_from_checkpoint=resume_from)
     student = _unsharded(trainer, io.input)
     masks = trainer.masks

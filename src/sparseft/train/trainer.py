@@ -100,13 +100,19 @@ def _mask_sparsity(masks: Masks) -> float:
 
 
 class MaskCallback(TrainerCallback):
-    """Re-applies masks when training starts, runs the GMP schedule, and saves masks with checkpoints."""
+    """Re-applies masks when training starts, runs the GMP schedule, and saves masks with checkpoints.
 
-    def __init__(self, trainer: SparseTrainerMixin):
+    Each checkpoint's completion marker names the run that wrote it (`run_id`: its input and settings), so
+    a `--resume` never continues another run's checkpoint left in the same folder."""
+
+    def __init__(self, trainer: SparseTrainerMixin, run_id: str | None = None):
         self.trainer = trainer
+        self.run_id = run_id
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer.update_masks(state.global_step)
+        if state.is_world_process_zero:
+            _unmark_later_checkpoints(Path(args.output_dir), state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.trainer.update_masks(state.global_step)
@@ -116,19 +122,38 @@ class MaskCallback(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             save_masks(self.trainer.masks, folder / MASKS_FILE)
             # Last, after HF's files and the masks: a checkpoint without it was cut short (kill -9).
-            atomic_write_text(folder / COMPLETE_FILE, json.dumps({"step": state.global_step}))
+            atomic_write_text(folder / COMPLETE_FILE, json.dumps({"step": state.global_step, "run": self.run_id}))
 
 
-def last_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest `checkpoint-N` of `output_dir` that was written to the end (has `COMPLETE_FILE`), or None."""
+def _checkpoint_steps(folder: Path) -> list[tuple[int, Path]]:
+    return sorted(((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+                   if p.name.split("-")[1].isdigit()), reverse=True)
+
+
+def _unmark_later_checkpoints(folder: Path, step: int) -> None:
+    """Drop the completion marker of checkpoints after `step`: they are of an earlier trajectory (another
+    run, or this one started afresh) and this run overwrites them, so a kill during that must not leave
+    a half-new folder marked complete."""
+    if folder.is_dir():
+        for later, path in _checkpoint_steps(folder):
+            if later > step:
+                (path / COMPLETE_FILE).unlink(missing_ok=True)
+
+
+def last_complete_checkpoint(output_dir: str | Path, run_id: str | None = None) -> str | None:
+    """The newest `checkpoint-N` of `output_dir` that was written to the end (has `COMPLETE_FILE`), or None;
+    with `run_id`, only one that run wrote (another run's checkpoints are skipped)."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return None
-    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
-    for _, path in sorted(steps, reverse=True):
-        if (path / COMPLETE_FILE).is_file():
+    for _, path in _checkpoint_steps(folder):
+        marker = path / COMPLETE_FILE
+        if not marker.is_file():
+            log.warning("%s is incomplete (the run was killed while saving it): skipped", path)
+        elif run_id is not None and json.loads(marker.read_text()).get("run") != run_id:
+            log.warning("%s is of another run (other input or settings): skipped", path)
+        else:
             return str(path)
-        log.warning("%s is incomplete (the run was killed while saving it): skipped", path)
     return None
 
 
@@ -143,6 +168,7 @@ class SparseTrainerMixin:
         distill: DistillConfig | None = None,
         gmp: GMPSchedule | None = None,
         teacher_dtype: torch.dtype | None = None,
+        run_id: str | None = None,
         **kwargs: Any,
     ):
         # The HF Trainer sets config.use_cache = args.use_cache (False) in __init__; remember the model's own
@@ -174,7 +200,7 @@ class SparseTrainerMixin:
         self._optimizer_attached: torch.optim.Optimizer | None = None
         self._component_sums = torch.zeros(len(COMPONENTS), dtype=torch.float64)
         self._component_count = 0
-        self.add_callback(MaskCallback(self))
+        self.add_callback(MaskCallback(self, run_id))
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
