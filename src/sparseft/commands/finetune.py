@@ -30,8 +30,10 @@ EPILOG = """examples:
 (.jsonl with a "text" field per line, or .txt with texts separated by blank lines); for speech and
 seq2seq models, speech sources / text pairs (see `sparseft eval --help`).
 Masks: --masks FILE, else STUDENT/masks.safetensors, else the student's zero weights (none: dense).
-Output: OUT/checkpoints/checkpoint-N (HF checkpoints + masks.safetensors; --resume continues the last),
-OUT/final (model, tokenizer, masks, sparseft.json with the settings and the loss history)."""
+Output: OUT (model, tokenizer, masks, stage.json with the settings and the loss history), written whole at
+the end; OUT.checkpoints/checkpoint-N (HF checkpoints + masks.safetensors). --resume continues the newest
+complete checkpoint of the same run (same student and training settings; --steps, saving, logging and
+held-out scoring may change); checkpoints another run left there are skipped."""
 
 
 def register(subparsers) -> None:
@@ -109,7 +111,8 @@ def register(subparsers) -> None:
     run_group.add_argument("--eval-data", nargs="+", metavar="SOURCE",
                            help="test split sources of --eval-steps (default as for `sparseft eval`: gsm + austen)")
     run_group.add_argument("--eval-texts", type=int, help="texts, clips or pairs per --eval-data source (default 100)")
-    run_group.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT.checkpoints")
+    run_group.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint of this run (same student and training "
+                           "settings) in OUT.checkpoints")
     run_group.add_argument("--fsdp", action="store_true",
                            help="under torchrun/accelerate launch: shard student and teacher with FSDP2, one unit "
                                 "per transformer block (also on CPU with gloo); default is DDP")
