@@ -13,7 +13,8 @@ EPILOG = """examples:
 
 The named sources 'espeak' and 'flite' are the same sets at their default size, generated once into
 the cache on first use (fine-tune on both: --data espeak flite). espeak-ng's formant voices are robotic
-and vary in accent, pitch and speed; flite's CMU voices (awb, rms, slt, kal16) sound closer to a person. Train texts come from the text sources' train splits, test texts from their test splits;
+and vary in accent, pitch and speed; flite's CMU voices (awb, rms, slt, kal16) sound closer to a person.
+Train texts come from the text sources' train splits, test texts from their test splits;
 Sense and Sensibility (read in the librivox test clips) and Persuasion are never spoken in training.
 Other languages (--language hi, de, fr; named sources espeak-hi, espeak-de, espeak-fr) speak GSM
 problems in that language: variants of the train templates, and the originals of the test templates."""
@@ -55,14 +56,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_speech(args: argparse.Namespace) -> int:
-    from sparseft.data.synth import ENGINES, LANGUAGES, build_speech_set
+    from sparseft.data.synth import LANGUAGES, build_speech_set
     from sparseft.errors import ConfigError
 
     if args.language not in LANGUAGES:
         raise ConfigError(f"--language {args.language!r} is not synthesized; choose one of {', '.join(LANGUAGES)}")
-    if args.engine not in ENGINES or (args.engine != "espeak" and args.language != "en"):
-        raise ConfigError(f"--engine {args.engine!r} with --language {args.language}: engines are "
-                          f"{', '.join(ENGINES)}; only espeak speaks languages other than English")
     test = args.test if args.test is not None else (40 if args.language == "en" else None)
     if args.train < 1 or (test is not None and test < 1):
         raise ConfigError(f"--train and --test must be >= 1, got {args.train} and {args.test}")

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from sparseft.atomic import atomic_folder
 from sparseft.data.audio import SPEECH_RATE, load_audio, write_wav
-from sparseft.errors import SparseftError
+from sparseft.errors import ConfigError, SparseftError
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +190,11 @@ ENGINES = {
 
 def _engine(name: str, language: str) -> Engine:
     if name not in ENGINES:
-        raise SparseftError(f"no speech engine {name!r}; engines: {', '.join(ENGINES)}")
+        raise ConfigError(f"no speech engine {name!r}; engines: {', '.join(ENGINES)}")
     if language not in LANGUAGES:
-        raise SparseftError(f"no synthetic speech in {language!r}; languages: {', '.join(LANGUAGES)}")
+        raise ConfigError(f"no synthetic speech in {language!r}; languages: {', '.join(LANGUAGES)}")
     if name != "espeak" and language != "en":
-        raise SparseftError(f"{name} speaks English only; use espeak for {LANGUAGES[language].name}")
+        raise ConfigError(f"{name} speaks English only; use espeak for {LANGUAGES[language].name}")
     return ENGINES[name]
 
 

@@ -37,7 +37,7 @@ def llama_cpp_build_env(flags: set[str] | None = None) -> dict[str, str]:
     """How llama-cpp-python is built here: natively (its default), except on CPUs with AMX, where ggml's
     AMX backend dies with a general protection fault in its first matmul (`ldtilecfg` of a tile config
     the compiler dropped: llama.cpp issue 20824, PR 26954 open) — there every other instruction set of the
-    CPU is switched on by name and AMX left out. What users get from a release build on such a CPU."""
+    CPU is switched on by name and AMX left out."""
     flags = cpu_flags() if flags is None else flags
     if "amx_int8" not in flags:
         return {}
