@@ -2,6 +2,7 @@
 
 sparseft bench --shape 4096x4096 --sparsity 0.7 --batch 1 --threads 1
 sparseft bench --model runs/smollm2-70-int8 --baseline smollm2-135m --tokens 64 [--fuse] [--compile]
+sparseft bench --model runs/smollm2-70-int8 --native --threads 1      # one C call per token (Llama family)
 sparseft bench --model runs/whisper-50-int8 --data librivox --clips 3 --threads 1   # baseline: whisper-tiny.en
 sparseft bench --model runs/smollm2-70-int8 --threads 1 --peer llama.cpp:Q4_0 llama.cpp:Q8_0   # + llama.cpp
 sparseft bench --model runs/whisper-50-int8 --data librivox cards --peer ct2:int8               # + CTranslate2
@@ -62,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="--model: static KV cache and a torch.compile'd decoder step (the first call compiles: minutes)",
     )
+    p.add_argument("--native", action="store_true",
+                   help="--model, text models: batch-1 greedy decode as one C call per token (Llama-family "
+                        "models: Llama, Qwen2, Mistral, SmolLM2), model and baseline alike; others use generate()")
     p.add_argument(
         "--seconds", type=float, default=2.0, help="measuring time of the kernel bench (default 2)"
     )
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     baseline = _baseline(str(args.model), args.baseline)
     settings = settings_from(BenchSettings, {"max_clips": "--clips"}, tokens=args.tokens, rounds=args.rounds,
-                             baseline=baseline, fuse=args.fuse, compile=args.compile, threads=args.threads, bf16_attention=args.bf16_attention,
+                             baseline=baseline, fuse=args.fuse, compile=args.compile, native=args.native, threads=args.threads,
+                             bf16_attention=args.bf16_attention,
                              data=args.data, max_clips=args.clips, peers=args.peer, peer_model=args.peer_model)
     out = Path(args.out) if args.out else None
     record = run_bench(settings, StageIO(str(args.model), out, source=args.tokenizer or baseline))

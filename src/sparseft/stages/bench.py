@@ -92,6 +92,22 @@ def generate_runs(models: dict, items: Sequence) -> dict[str, Callable[[int], An
     return {name: runner(model) for name, model in models.items()}
 
 
+def native_runs(models: dict, items: Sequence) -> tuple[dict[str, Callable[[int], Any]], dict[str, str]]:
+    """Per model that the native step runs (runtime/native_decode.py), `run(i)`: its greedy tokens of item
+    i; and per model, the decode path it takes ("native", or why it stays on generate())."""
+    from sparseft.runtime.native_decode import NativeDecoder, unsupported_reason
+
+    paths = {name: unsupported_reason(model) or "native" for name, model in models.items()}
+    runs = {}
+    for name, model in models.items():
+        if paths[name] != "native":
+            report_log.warning("%s decodes with generate(): %s", name, paths[name])
+            continue
+        decoder = NativeDecoder(model, _max_len(items))
+        runs[name] = lambda i, d=decoder: d.generate(items[i].inputs["input_ids"], items[i].new_tokens)
+    return runs, paths
+
+
 def _prepared(model, settings: BenchSettings, max_len: int):
     if settings.fuse or settings.compile or settings.bf16_attention:
         from sparseft.runtime.fast_decode import prepare_for_decode
@@ -184,8 +200,12 @@ def run_bench(settings: BenchSettings, io: StageIO) -> dict:
     items = bench_items(task, models["model"], tokenizer, settings)
     models = {name: _prepared(model, settings, _max_len(items)) for name, model in models.items()}
     peers = _start_peers(settings, task, items, io, threads, tokenizer, models["model"])
+    runs, paths = generate_runs(models, items), {name: "generate" for name in models}
+    if settings.native and task.kind == "causal":
+        native, paths = native_runs(models, items)
+        runs.update(native)
     try:
-        timing = timed_rounds({**generate_runs(models, items), **peers.runs}, len(items), settings.rounds)
+        timing = timed_rounds({**runs, **peers.runs}, len(items), settings.rounds)
     finally:
         peers.close()
     scores = {name: bench_scores(task, models.get(name, models["model"]), tokenizer, items, timing.outputs[name])
@@ -193,7 +213,7 @@ def run_bench(settings: BenchSettings, io: StageIO) -> dict:
     results = _results(timing, items, scores)
     _report(io, baseline, results, threads, settings.rounds)
     record = stage_record("bench", settings, io, baseline_model=baseline, model_kind=task.kind, threads=threads,
-                          peers=peers.info, peer_library_seconds=peers.library_seconds, **results)
+                          decode_paths=paths, peers=peers.info, peer_library_seconds=peers.library_seconds, **results)
     if io.output is not None:
         write_record(io.output, record)
     return record

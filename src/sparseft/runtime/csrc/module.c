@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include "sparse_common.h"
 #include "w8a8_common.h"
+#include "native_step.h"
 
 extern int sp_amx_min_batch[FMT_COUNT]; /* run_fp.c */
 
@@ -131,6 +132,71 @@ static PyObject *py_linear(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+static PyObject *py_weight_address(PyObject *self, PyObject *capsule) {
+    (void)self;
+    void *w = PyCapsule_GetPointer(capsule, CAPSULE);
+    return w ? PyLong_FromVoidPtr(w) : NULL;
+}
+
+/* ---- the native decode step (native_step.c) ---- */
+static const char NATIVE[] = "sparseft.runtime.native_model";
+
+static void free_native(PyObject *capsule) {
+    ns_model *m = (ns_model *)PyCapsule_GetPointer(capsule, NATIVE);
+    if (m) ns_free(m);
+    free(m);
+}
+
+static PyObject *py_native_new(PyObject *self, PyObject *args) {
+    (void)self;
+    long long ints, nints, floats, nfloats;
+    if (!PyArg_ParseTuple(args, "LLLL", &ints, &nints, &floats, &nfloats)) return NULL;
+    ns_model *m = (ns_model *)calloc(1, sizeof(ns_model));
+    if (!m) return PyErr_NoMemory();
+    const char *err = ns_parse((const int64_t *)(intptr_t)ints, nints, (const double *)(intptr_t)floats, nfloats, m);
+    if (err) {
+        free(m);
+        PyErr_Format(PyExc_ValueError, "_kernels.native_new: %s", err);
+        return NULL;
+    }
+    PyObject *cap = PyCapsule_New(m, NATIVE, free_native);
+    if (!cap) {
+        ns_free(m);
+        free(m);
+    }
+    return cap;
+}
+
+static PyObject *py_native_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "_kernels.native_step takes 6 arguments");
+        return NULL;
+    }
+    const ns_model *m = (const ns_model *)PyCapsule_GetPointer(args[0], NATIVE);
+    if (!m) return NULL;
+    long long v[5];
+    for (int i = 0; i < 5; i++) {
+        v[i] = PyLong_AsLongLong(args[i + 1]);
+        if (v[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    const long long tok = v[0], pos = v[1], logits = v[2];
+    const int isa = (int)v[3];
+    int nthreads = (int)v[4];
+    if (tok < 0 || tok >= m->V || pos < 0 || pos >= m->T || !logits || isa < 0 || isa > sp_best_isa()) {
+        PyErr_SetString(PyExc_ValueError, "_kernels.native_step: token, position or ISA out of range");
+        return NULL;
+    }
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > 64) nthreads = 64;
+    int64_t best;
+    Py_BEGIN_ALLOW_THREADS
+    best = ns_step(m, tok, pos, (float *)(intptr_t)logits, isa, nthreads);
+    Py_END_ALLOW_THREADS
+    if (best < 0) return PyErr_NoMemory();
+    return PyLong_FromLongLong(best);
+}
+
 static PyMethodDef methods[] = {
     {"best_isa", py_best_isa, METH_NOARGS, "best_isa() -> int: 2 = AVX-512, 1 = AVX2, 0 = portable C."},
     {"amx_available", py_amx_available, METH_NOARGS,
@@ -147,6 +213,14 @@ static PyMethodDef methods[] = {
      "linear(handle, x, N, x_row_stride, x_col_stride, y, isa, nthreads, act, in_scale, raw_acc): "
      "y[N][M] = x W^T + b for fp32 x. act 0: fp32 activations; 1: int8 activations (in_scale 0: per token, "
      "> 0: static), y fp32, or with raw_acc the int32 [N][M] integer dot products."},
+    {"weight_address", py_weight_address, METH_O,
+     "weight_address(handle) -> int: the address of a packed weight, for a native_new description."},
+    {"native_new", py_native_new, METH_VARARGS,
+     "native_new(ints, n_ints, floats, n_floats) -> model: a Llama-family decoder for native_step from its "
+     "description (int64 and float64 arrays by address; layout in native_step.h); ValueError if sizes disagree."},
+    {"native_step", (PyCFunction)(void (*)(void))py_native_step, METH_FASTCALL,
+     "native_step(model, token, position, logits, isa, nthreads) -> int: one decode step (keys / values into "
+     "the model's cache, logits [V] fp32 to the address), returns the argmax token."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kernels", "Sparse bitmask kernels (C).", -1, methods,

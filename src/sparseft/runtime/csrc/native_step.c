@@ -1,0 +1,301 @@
+/* The batch-1 decode step of a Llama-family decoder (see native_step.h for the math it follows). The
+ * projections run on the sparse kernels (sp_run_fp / sp_run_w8a8, threaded by the pool) or on the dense
+ * fp32 GEMV below; everything between them is a few thousand flops per block, done on the caller. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "native_step.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,avx512vnni,popcnt,bmi,bmi2,fma")))
+#include "avx512_reduce.h"
+#endif
+
+/* ---- dense fp32 GEMV, rows split across the pool in chunks of DENSE_CHUNK ---- */
+#define DENSE_CHUNK 64
+
+typedef struct {
+    const ns_proj *p;
+    const float *x;
+    float *y;
+    int isa;
+    atomic_llong next;
+} dense_task;
+
+static void dense_rows_portable(const ns_proj *p, const float *x, float *y, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *w = p->dense + r * p->K;
+        float acc = 0.f;
+        for (int64_t k = 0; k < p->K; k++) acc += w[k] * x[k];
+        y[r] = acc;
+    }
+}
+
+#if defined(__x86_64__)
+/* 4 rows at a time, 16 columns per FMA; a masked load covers K % 16. */
+static T512 void dense_rows_avx512(const ns_proj *p, const float *x, float *y, int64_t r0, int64_t r1) {
+    const int64_t K = p->K, K16 = K & ~15;
+    const __mmask16 tail = (__mmask16)((1u << (K - K16)) - 1);
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const float *w0 = p->dense + r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t k = 0; k < K16; k += 16) {
+            __m512 xv = _mm512_loadu_ps(x + k);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), xv, a3);
+        }
+        if (tail) {
+            __m512 xv = _mm512_maskz_loadu_ps(tail, x + K16);
+            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + K16), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w1 + K16), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w2 + K16), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w3 + K16), xv, a3);
+        }
+        _mm_storeu_ps(y + r, reduce4_ps(a0, a1, a2, a3));
+    }
+    dense_rows_portable(p, x, y, r, r1);
+}
+#endif
+
+static void dense_run(void *arg, int t, int nt) {
+    dense_task *tk = (dense_task *)arg;
+    (void)t;
+    (void)nt;
+    const int64_t M = tk->p->M;
+    for (;;) {
+        int64_t r0 = atomic_fetch_add_explicit(&tk->next, DENSE_CHUNK, memory_order_relaxed);
+        if (r0 >= M) break;
+        int64_t r1 = r0 + DENSE_CHUNK < M ? r0 + DENSE_CHUNK : M;
+#if defined(__x86_64__)
+        if (tk->isa == ISA_AVX512) {
+            dense_rows_avx512(tk->p, tk->x, tk->y, r0, r1);
+            continue;
+        }
+#endif
+        dense_rows_portable(tk->p, tk->x, tk->y, r0, r1);
+    }
+}
+
+/* y[M] = W x (+ bias): 0, or -1 when the sparse kernels ran out of memory. */
+static int proj_run(const ns_proj *p, const float *x, float *y, int isa, int nthreads) {
+    if (p->sparse) {
+        if (p->act) return sp_run_w8a8(p->sparse, x, 1, p->K, 1, y, isa, nthreads, p->in_scale, 0);
+        return sp_run_fp(p->sparse, x, 1, p->K, 1, y, isa, nthreads);
+    }
+    dense_task tk = {p, x, y, isa, 0};
+    int chunks = (int)((p->M + DENSE_CHUNK - 1) / DENSE_CHUNK);
+    pool_run(dense_run, &tk, nthreads < chunks ? nthreads : chunks);
+    if (p->bias)
+        for (int64_t r = 0; r < p->M; r++) y[r] += p->bias[r];
+    return 0;
+}
+
+/* Parts written one after the other into y. */
+static int parts_run(const ns_proj *parts, int n, const float *x, float *y, int isa, int nthreads) {
+    for (int i = 0; i < n; i++) {
+        if (proj_run(&parts[i], x, y, isa, nthreads)) return -1;
+        y += parts[i].M;
+    }
+    return 0;
+}
+
+/* ---- the glue: RMSNorm, rotary, attention, SiLU ---- */
+static void rms_norm(const float *x, const float *w, int64_t H, float eps, float *out) {
+    float ss = 0.f;
+    for (int64_t i = 0; i < H; i++) ss += x[i] * x[i];
+    float inv = 1.f / sqrtf(ss / (float)H + eps);
+    for (int64_t i = 0; i < H; i++) out[i] = w[i] * (x[i] * inv);
+}
+
+/* In place on `heads` vectors of D: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), halves of D. */
+static void rotary(float *v, int64_t heads, int64_t D, const float *cs, const float *sn) {
+    const int64_t half = D / 2;
+    for (int64_t h = 0; h < heads; h++, v += D)
+        for (int64_t i = 0; i < half; i++) {
+            float x1 = v[i], x2 = v[i + half];
+            v[i] = x1 * cs[i] - x2 * sn[i];
+            v[i + half] = x2 * cs[i] + x1 * sn[i];
+        }
+}
+
+static float dot(const float *a, const float *b, int64_t n) {
+    float s = 0.f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* out[NH][D]: softmax(q . K[j] * scale) weighted V rows j in [first, pos] of each query head's KV head. */
+static void attention(const ns_model *m, int64_t layer, const float *q, int64_t first, int64_t pos, float *probs,
+                      float *out) {
+    const int64_t D = m->D, T = m->T, group = m->NH / m->NKV;
+    for (int64_t h = 0; h < m->NH; h++) {
+        const int64_t kv = h / group;
+        const float *K = m->kcache + ((layer * m->NKV + kv) * T) * D;
+        const float *V = m->vcache + ((layer * m->NKV + kv) * T) * D;
+        const float *qh = q + h * D;
+        float mx = -INFINITY, sum = 0.f;
+        for (int64_t j = first; j <= pos; j++) {
+            probs[j] = dot(qh, K + j * D, D) * m->scale;
+            if (probs[j] > mx) mx = probs[j];
+        }
+        for (int64_t j = first; j <= pos; j++) sum += (probs[j] = expf(probs[j] - mx));
+        float *o = out + h * D, inv = 1.f / sum;
+        memset(o, 0, sizeof(float) * (size_t)D);
+        for (int64_t j = first; j <= pos; j++) {
+            const float p = probs[j] * inv, *v = V + j * D;
+            for (int64_t d = 0; d < D; d++) o[d] += p * v[d];
+        }
+    }
+}
+
+static inline float silu(float x) { return x / (1.f + expf(-x)); }
+
+static int block_step(const ns_model *m, int64_t l, int64_t pos, float *x, float *buf, const float *cs,
+                      const float *sn, int isa, int nthreads) {
+    const ns_block *b = &m->blocks[l];
+    const int64_t H = m->H, D = m->D, qn = m->NH * D, kvn = m->NKV * D;
+    float *h = buf, *qkv = h + H, *att = qkv + qn + 2 * kvn, *gu = att + qn, *probs = gu + 2 * m->I;
+    rms_norm(x, b->ln1, H, m->eps, h);
+    if (parts_run(b->qkv, b->nqkv, h, qkv, isa, nthreads)) return -1;
+    rotary(qkv, m->NH, D, cs, sn);
+    rotary(qkv + qn, m->NKV, D, cs, sn);
+    for (int64_t kv = 0; kv < m->NKV; kv++) {
+        const int64_t at = ((l * m->NKV + kv) * m->T + pos) * D;
+        memcpy(m->kcache + at, qkv + qn + kv * D, sizeof(float) * (size_t)D);
+        memcpy(m->vcache + at, qkv + qn + kvn + kv * D, sizeof(float) * (size_t)D);
+    }
+    const int64_t first = m->window > 0 && pos - m->window + 1 > 0 ? pos - m->window + 1 : 0;
+    attention(m, l, qkv, first, pos, probs, att);
+    if (proj_run(&b->o, att, h, isa, nthreads)) return -1;
+    for (int64_t i = 0; i < H; i++) x[i] += h[i];
+    rms_norm(x, b->ln2, H, m->eps, h);
+    if (parts_run(b->gate_up, b->ngate_up, h, gu, isa, nthreads)) return -1;
+    for (int64_t i = 0; i < m->I; i++) gu[i] = silu(gu[i]) * gu[m->I + i];
+    if (proj_run(&b->down, gu, h, isa, nthreads)) return -1;
+    for (int64_t i = 0; i < H; i++) x[i] += h[i];
+    return 0;
+}
+
+int64_t ns_step(const ns_model *m, int64_t tok, int64_t pos, float *logits, int isa, int nthreads) {
+    const int64_t H = m->H, D = m->D, half = D / 2;
+    const int64_t width = H + 2 * H + (m->NH + 2 * m->NKV) * D + m->NH * D + 2 * m->I + m->T + D;
+    float *mem = (float *)malloc(sizeof(float) * (size_t)width);
+    if (!mem) return -1;
+    float *x = mem, *cs = x + H, *sn = cs + half, *buf = sn + half;
+    memcpy(x, m->embed + tok * H, sizeof(float) * (size_t)H);
+    for (int64_t i = 0; i < half; i++) {
+        const float angle = (float)pos * m->inv_freq[i];
+        cs[i] = cosf(angle) * m->rope_scaling;
+        sn[i] = sinf(angle) * m->rope_scaling;
+    }
+    int64_t best = -1;
+    for (int64_t l = 0; l < m->L; l++)
+        if (block_step(m, l, pos, x, buf, cs, sn, isa, nthreads)) goto done;
+    rms_norm(x, m->norm, H, m->eps, buf);
+    if (proj_run(&m->head, buf, logits, isa, nthreads)) goto done;
+    best = 0;
+    for (int64_t v = 1; v < m->V; v++)
+        if (logits[v] > logits[best]) best = v;
+done:
+    free(mem);
+    return best;
+}
+
+/* ---- the description (see ns_parse in native_step.h) ---- */
+typedef struct {
+    const int64_t *ints;
+    const double *floats;
+    int64_t ni, nf, i, f;
+} reader;
+
+static int64_t next_int(reader *rd) { return rd->i < rd->ni ? rd->ints[rd->i++] : (rd->i++, 0); }
+static double next_float(reader *rd) { return rd->f < rd->nf ? rd->floats[rd->f++] : (rd->f++, 0.0); }
+
+static void read_proj(reader *rd, ns_proj *p) {
+    p->sparse = (const sp_weight *)(intptr_t)next_int(rd);
+    p->dense = (const float *)(intptr_t)next_int(rd);
+    p->bias = (const float *)(intptr_t)next_int(rd);
+    p->M = next_int(rd);
+    p->K = next_int(rd);
+    p->act = (int)next_int(rd);
+}
+
+/* A projection of M x K: exactly one of sparse / dense, the packed weight's sizes agreeing. */
+static int proj_ok(const ns_proj *p, int64_t M, int64_t K) {
+    if (p->M != M || p->K != K || !p->sparse == !p->dense || p->act < 0 || p->act > 1) return 0;
+    if (p->sparse) return p->sparse->M == M && p->sparse->K == K && (!p->act || p->sparse->fmt == FMT_I8);
+    return 1;
+}
+
+static int parts_ok(const ns_proj *parts, int n, int64_t M, int64_t K) {
+    int64_t total = 0;
+    if (n < 1 || n > NS_MAX_PARTS) return 0;
+    for (int i = 0; i < n; i++) {
+        if (!proj_ok(&parts[i], parts[i].M, K) || parts[i].M <= 0) return 0;
+        total += parts[i].M;
+    }
+    return total == M;
+}
+
+const char *ns_parse(const int64_t *ints, int64_t nints, const double *floats, int64_t nfloats, ns_model *m) {
+    reader rd = {ints, floats, nints, nfloats, 0, 0};
+    memset(m, 0, sizeof(*m));
+    int64_t *dims[] = {&m->L, &m->H, &m->NH, &m->NKV, &m->D, &m->I, &m->V, &m->T, &m->window};
+    for (int i = 0; i < 9; i++) *dims[i] = next_int(&rd);
+    m->embed = (const float *)(intptr_t)next_int(&rd);
+    m->norm = (const float *)(intptr_t)next_int(&rd);
+    m->inv_freq = (const float *)(intptr_t)next_int(&rd);
+    m->kcache = (float *)(intptr_t)next_int(&rd);
+    m->vcache = (float *)(intptr_t)next_int(&rd);
+    if (m->L < 1 || m->H < 1 || m->NH < 1 || m->NKV < 1 || m->NH % m->NKV || m->D < 2 || m->D % 2 || m->I < 1 ||
+        m->V < 1 || m->T < 1 || m->window < 0)
+        return "bad sizes (blocks, hidden, heads, KV heads dividing heads, even head dim, MLP, vocab, cache)";
+    if (!m->embed || !m->norm || !m->inv_freq || !m->kcache || !m->vcache) return "a missing tensor address";
+    m->eps = (float)next_float(&rd);
+    m->scale = (float)next_float(&rd);
+    m->rope_scaling = (float)next_float(&rd);
+    read_proj(&rd, &m->head);
+    m->head.in_scale = (float)next_float(&rd);
+    if (!proj_ok(&m->head, m->V, m->H)) return "the output projection is not vocab x hidden";
+    m->blocks = (ns_block *)calloc((size_t)m->L, sizeof(ns_block));
+    if (!m->blocks) return "out of memory";
+    const int64_t qkv = (m->NH + 2 * m->NKV) * m->D;
+    for (int64_t l = 0; l < m->L; l++) {
+        ns_block *b = &m->blocks[l];
+        b->ln1 = (const float *)(intptr_t)next_int(&rd);
+        b->ln2 = (const float *)(intptr_t)next_int(&rd);
+        b->nqkv = (int)next_int(&rd);
+        b->ngate_up = (int)next_int(&rd);
+        ns_proj *all[2 * NS_MAX_PARTS + 2];
+        for (int i = 0; i < NS_MAX_PARTS; i++) all[i] = &b->qkv[i], all[NS_MAX_PARTS + i] = &b->gate_up[i];
+        all[2 * NS_MAX_PARTS] = &b->o;
+        all[2 * NS_MAX_PARTS + 1] = &b->down;
+        for (int i = 0; i < 2 * NS_MAX_PARTS + 2; i++) read_proj(&rd, all[i]);
+        for (int i = 0; i < 2 * NS_MAX_PARTS + 2; i++) all[i]->in_scale = (float)next_float(&rd);
+        const char *err = !b->ln1 || !b->ln2                         ? "a block's norm weights are missing"
+                          : !parts_ok(b->qkv, b->nqkv, qkv, m->H)    ? "a block's q/k/v rows do not add up"
+                          : !parts_ok(b->gate_up, b->ngate_up, 2 * m->I, m->H) ? "a block's gate/up rows do not add up"
+                          : !proj_ok(&b->o, m->H, m->NH * m->D)      ? "a block's o projection has the wrong size"
+                          : !proj_ok(&b->down, m->H, m->I)           ? "a block's down projection has the wrong size"
+                                                                     : NULL;
+        if (err) {
+            ns_free(m);
+            return err;
+        }
+    }
+    if (rd.i != nints || rd.f != nfloats) {
+        ns_free(m);
+        return "the description's length does not match its sizes";
+    }
+    return NULL;
+}
+
+void ns_free(ns_model *m) {
+    free(m->blocks);
+    m->blocks = NULL;
+}

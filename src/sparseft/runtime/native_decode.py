@@ -1,0 +1,189 @@
+"""Batch-1 greedy decoding of a Llama-family model with one C call per token (csrc/native_step.c).
+
+    >>> model = load_model("runs/smollm2-70-int8")           # compressed (SparseLinear) or dense
+    >>> decoder = NativeDecoder(model, max_positions=256)     # refuses a model it cannot run exactly
+    >>> ids = decoder.generate(input_ids, max_new_tokens=64)  # the tokens of greedy model.generate()
+
+A decode step of a small model is mostly not matmul: at batch 1 the ~120 kernel calls, norms, rotary,
+attention and residuals of SmolLM2-135M cost 1-4 ms per token around 4-11 ms of kernels, even as one
+compiled graph (BENCHMARKS.md, "where a decode step goes"). Here the whole step (every projection on
+the sparse kernels or, for dense layers, a fp32 GEMV; the glue in plain C) is one call that releases
+the GIL, and the KV cache lives in two fp32 tensors of ``max_positions`` rows per block.
+
+The prompt runs through the HF model itself (its batched kernels); its keys and values are copied into
+the cache, then every new token is one ``native_step``. Supported: decoder-only models whose blocks are
+HF Llama's (``LLAMA_FAMILY``: Llama, Qwen2, Mistral and models of their classes, e.g. SmolLM2), SiLU MLP,
+rotary frequencies that do not depend on the sequence length, fp32 weights, and projections that are
+``SparseLinear`` (any value format or activation mode), fused groups of them, or dense ``nn.Linear``.
+`unsupported_reason` says why a model is not; callers fall back to ``model.generate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sparseft.errors import ConfigError
+from sparseft.runtime import _kernels
+from sparseft.runtime.fusion import FusedSibling
+from sparseft.runtime.isa import isa_code, num_threads
+from sparseft.runtime.linear import SparseLinear
+
+LLAMA_FAMILY = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"})
+# Rotary variants whose inverse frequencies are fixed at load time (dynamic / longrope ones change
+# with the sequence length, which the C step does not follow).
+STATIC_ROPE = frozenset({"default", "linear", "llama3", "yarn"})
+MAX_PARTS = 3  # NS_MAX_PARTS of native_step.h
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why ``model`` cannot run on the native step (None when it can)."""
+    name = type(model).__name__
+    if name not in LLAMA_FAMILY:
+        return f"{name} is not one of the Llama-family classes the native step runs ({', '.join(sorted(LLAMA_FAMILY))})"
+    cfg = model.config
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"hidden_act {cfg.hidden_act!r} (the native step runs SiLU)"
+    rotary = model.model.rotary_emb
+    if getattr(rotary, "rope_type", "default") not in STATIC_ROPE:
+        return f"rope type {rotary.rope_type!r} changes with the sequence length"
+    norms = [model.model.norm] + [m for b in model.model.layers for m in (b.input_layernorm, b.post_attention_layernorm)]
+    tensors = [model.model.embed_tokens.weight, rotary.inv_freq] + [n.weight for n in norms]
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
+        return "the native step needs fp32 weights on the CPU"
+    return None
+
+
+@dataclass
+class _Description:
+    """The flat int64 / float64 arrays of ns_parse (native_step.h), and what they point into."""
+
+    ints: list[int] = field(default_factory=list)
+    floats: list[float] = field(default_factory=list)
+    keep: list[object] = field(default_factory=list)
+
+    def address(self, t: torch.Tensor | None) -> int:
+        if t is None:
+            return 0
+        t = t.detach().contiguous()
+        self.keep.append(t)
+        return t.data_ptr()
+
+    def proj(self, layer: nn.Module | None) -> float:
+        """Append a projection's ints; returns its float (the static input scale)."""
+        if layer is None:
+            self.ints += [0] * 6
+            return 0.0
+        if isinstance(layer, SparseLinear):
+            handle = layer.kernel_handle()
+            self.keep.append(handle)
+            self.ints += [_kernels.weight_address(handle.capsule), 0, 0, layer.out_features, layer.in_features,
+                          handle.act_code]
+            return handle.input_scale
+        if type(layer) is nn.Linear and layer.weight.dtype == torch.float32:
+            self.ints += [0, self.address(layer.weight), self.address(layer.bias), layer.out_features,
+                          layer.in_features, 0]
+            return 0.0
+        raise ConfigError(f"the native step runs SparseLinear and fp32 nn.Linear projections, not {type(layer).__name__}")
+
+
+def _parts(module: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
+    """The layers computing ``names`` of ``module``: one fused layer, or each sibling."""
+    layers = [getattr(module, n) for n in names]
+    if all(isinstance(m, FusedSibling) for m in layers) and len({id(m.group) for m in layers}) == 1:
+        return [layers[0].group.fused]
+    if any(isinstance(m, FusedSibling) for m in layers):
+        raise ConfigError(f"{type(module).__name__}: {'/'.join(names)} are fused in another grouping")
+    return _fused_if_possible(layers)
+
+
+def _fused_if_possible(layers: list[nn.Module]) -> list[nn.Module]:
+    from sparseft.runtime.fusion import _fused_layer
+
+    fused = _fused_layer(layers) if all(isinstance(m, SparseLinear) for m in layers) else None
+    return [fused] if fused is not None else layers
+
+
+class NativeDecoder:
+    """A Llama-family HF model (dense or compressed) as one C decode step per token; see the module doc.
+
+    ``max_positions``: prompt + new tokens the KV cache holds. The model itself is not changed; the
+    decoder shares its weights (and holds fused copies of unfused q/k/v and gate/up sparse weights)."""
+
+    def __init__(self, model: nn.Module, max_positions: int = 2048) -> None:
+        reason = unsupported_reason(model)
+        if reason:
+            raise ConfigError(f"native decode: {reason}")
+        if max_positions < 1:
+            raise ConfigError(f"max_positions must be >= 1, got {max_positions}")
+        self.model, self.max_positions = model, max_positions
+        cfg, inner = model.config, model.model
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.vocab = model.lm_head.out_features
+        shape = (len(inner.layers), self.kv_heads, max_positions, self.head_dim)
+        self.kcache, self.vcache = torch.zeros(shape), torch.zeros(shape)
+        self.logits = torch.empty(self.vocab)
+        self._describe(model)
+
+    def _describe(self, model: nn.Module) -> None:
+        cfg, inner, d = model.config, model.model, _Description()
+        window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        d.ints += [len(inner.layers), cfg.hidden_size, self.heads, self.kv_heads, self.head_dim,
+                   cfg.intermediate_size, self.vocab, self.max_positions, int(window or 0),
+                   d.address(inner.embed_tokens.weight), d.address(inner.norm.weight),
+                   d.address(inner.rotary_emb.inv_freq), d.address(self.kcache), d.address(self.vcache)]
+        attn0 = inner.layers[0].self_attn
+        d.floats += [float(inner.norm.variance_epsilon), float(attn0.scaling),
+                     float(inner.rotary_emb.attention_scaling)]
+        d.floats.append(d.proj(model.lm_head))
+        for block in inner.layers:
+            self._describe_block(d, block)
+        ints = torch.tensor(d.ints, dtype=torch.int64)
+        floats = torch.tensor(d.floats, dtype=torch.float64)
+        self._native = _kernels.native_new(ints.data_ptr(), ints.numel(), floats.data_ptr(), floats.numel())
+        self._keep = d.keep
+
+    @staticmethod
+    def _describe_block(d: _Description, block: nn.Module) -> None:
+        qkv = _parts(block.self_attn, ("q_proj", "k_proj", "v_proj"))
+        gate_up = _parts(block.mlp, ("gate_proj", "up_proj"))
+        d.ints += [d.address(block.input_layernorm.weight), d.address(block.post_attention_layernorm.weight),
+                   len(qkv), len(gate_up)]
+        pad = [None] * MAX_PARTS
+        layers = (qkv + pad)[:MAX_PARTS] + (gate_up + pad)[:MAX_PARTS] + [block.self_attn.o_proj, block.mlp.down_proj]
+        d.floats += [d.proj(layer) for layer in layers]
+
+    def step(self, token: int, position: int) -> int:
+        """Run ``token`` at ``position``; returns the greedy next token (logits in ``self.logits``)."""
+        return _kernels.native_step(self._native, int(token), int(position), self.logits.data_ptr(), isa_code(),
+                                    num_threads())
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor) -> int:
+        """The prompt (1, P) through the HF model; its keys / values into the cache. Returns the next token."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        prompt = input_ids.shape[1]
+        for i, layer in enumerate(cache.layers):
+            first = prompt - layer.keys.shape[2]  # a sliding-window layer keeps only the last positions
+            self.kcache[i, :, first:prompt] = layer.keys[0].float()
+            self.vcache[i, :, first:prompt] = layer.values[0].float()
+        return int(out.logits[0, -1].argmax())
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None) -> torch.Tensor:
+        """Greedy tokens of a (1, P) prompt: (1, P + new), stopping after ``eos_token_id`` if given."""
+        if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+            raise ConfigError(f"native decode runs batch 1: input_ids of shape (1, length), got {tuple(input_ids.shape)}")
+        prompt = input_ids.shape[1]
+        if max_new_tokens < 1 or prompt + max_new_tokens > self.max_positions:
+            raise ConfigError(f"prompt {prompt} + {max_new_tokens} new tokens must fit max_positions={self.max_positions}")
+        tokens = [self.prefill(input_ids)]
+        while len(tokens) < max_new_tokens and tokens[-1] != eos_token_id:
+            tokens.append(self.step(tokens[-1], prompt + len(tokens) - 1))
+        return torch.cat([input_ids, torch.tensor([tokens], dtype=input_ids.dtype)], dim=1)
