@@ -17,3 +17,14 @@ int sp_best_isa(void) {
     cached = isa; /* a benign race: every thread computes the same value */
     return isa;
 }
+
+int sp_spmv_sequential = 0;
+
+int sp_default_sequential(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd");
+#else
+    return 0;
+#endif
+}

@@ -12,6 +12,7 @@
  * Requires AVX512F/BW/VBMI2/VNNI (checked at run time). */
 #include <immintrin.h>
 #include "w8a8_common.h"
+#include "sparse_common.h"
 
 #if defined(__x86_64__)
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,avx512vnni,popcnt")))
@@ -81,7 +82,43 @@ INLINE T512 void tile(const w8_job *j, int64_t r, int nr, int64_t n0, const int 
     }
 }
 
+/* Batch 1, rows one after another (sp_spmv_sequential, see sparse_common.h): one sequential stream of
+ * values and of mask words; two words per step into separate sums so the vpdpbusd chains overlap. */
+INLINE T512 __m512i row_dot_seq(const w8_job *j, int64_t r) {
+    const int8_t *v = j->vals + j->rowptr[r];
+    const uint64_t *m = j->mask + r * j->KW;
+    __m512i a = _mm512_setzero_si512(), b = a;
+    int64_t w = 0;
+    for (; w + 2 <= j->KW; w += 2) {
+        const uint64_t b0 = m[w], b1 = m[w + 1];
+        __m512i e0 = EXPAND(b0, v);
+        v += __builtin_popcountll(b0);
+        __m512i e1 = EXPAND(b1, v);
+        v += __builtin_popcountll(b1);
+        a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(j->xu + 64 * w)), e0);
+        b = _mm512_dpbusd_epi32(b, _mm512_loadu_si512((const void *)(j->xu + 64 * w + 64)), e1);
+    }
+    if (w < j->KW) a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(j->xu + 64 * w)), EXPAND(m[w], v));
+    return _mm512_add_epi32(a, b);
+}
+
+static T512 void seq_rows(const w8_job *j, int64_t r0, int64_t r1) {
+    const __m512i z = _mm512_setzero_si512();
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+        __m512i acc[4] = {z, z, z, z};
+        for (int i = 0; i < nr; i++) acc[i] = row_dot_seq(j, r + i);
+        int32_t s[4];
+        _mm_storeu_si128((__m128i *)s, reduce4_epi32(acc[0], acc[1], acc[2], acc[3]));
+        for (int i = 0; i < nr; i++) w8_store(j, 0, r + i, s[i]);
+    }
+}
+
 T512 void w8a8_avx512(const w8_job *j, int64_t r0, int64_t r1) {
+    if (j->N == 1 && sp_spmv_sequential) {
+        seq_rows(j, r0, r1);
+        return;
+    }
     if (j->N == 1) {
         for (int64_t r = r0; r < r1; r += W8_RB) tile(j, r, r1 - r < W8_RB ? (int)(r1 - r) : W8_RB, 0, W8_RB, 1);
         return;

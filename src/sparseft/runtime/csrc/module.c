@@ -60,6 +60,15 @@ static PyObject *py_set_amx(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_set_spmv_sequential(PyObject *self, PyObject *arg) {
+    (void)self;
+    long on = PyLong_AsLong(arg);
+    if (on == -1 && PyErr_Occurred()) return NULL;
+    int old = sp_spmv_sequential;
+    sp_spmv_sequential = on != 0;
+    return PyBool_FromLong(old);
+}
+
 static void free_weight(PyObject *capsule) { free(PyCapsule_GetPointer(capsule, CAPSULE)); }
 
 static PyObject *py_pack(PyObject *self, PyObject *args) {
@@ -206,6 +215,9 @@ static PyMethodDef methods[] = {
     {"set_amx", py_set_amx, METH_VARARGS,
      "set_amx(fmt_id, min_batch): on the AVX-512 path, run this format's weights (bf16 / int8, bitmask index) "
      "on the AMX kernels from min_batch rows of x on (0: never)."},
+    {"set_spmv_sequential", py_set_spmv_sequential, METH_O,
+     "set_spmv_sequential(on) -> bool (the old setting): batch-1 int8 kernels read rows one after another "
+     "(True) or in tiles of 4 rows side by side (False)."},
     {"pack", py_pack, METH_VARARGS,
      "pack(fmt_id, delta, M, K, mask, vals, rowptr, scales, rowsum, bias) -> handle: a weight's kernel "
      "arguments (addresses as ints, 0 = none; delta: mask is the uint8 gap index)."},
@@ -228,5 +240,6 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kernels", "Sparse b
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     sp_avx2_init();
+    sp_spmv_sequential = sp_default_sequential();
     return PyModule_Create(&moddef);
 }

@@ -36,6 +36,11 @@ enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 /* The best code path this CPU runs (cpu.c; the one place CPU features are read). AVX-512 needs
  * F/BW/VL/DQ/VBMI2/VNNI; AVX2 needs AVX2/FMA/F16C. */
 int sp_best_isa(void);
+/* Batch-1 int8 kernels: 1 = rows one after another (one sequential stream; measured faster on AMD Zen 4),
+ * 0 = tiles of 4 rows side by side (Intel). Set from the CPU's vendor at import (sp_default_sequential),
+ * changeable with _kernels.set_spmv_sequential. */
+extern int sp_spmv_sequential;
+int sp_default_sequential(void);
 
 /* A weight, packed once per layer by _kernels.pack (module.c): sizes and raw addresses. */
 typedef struct {
