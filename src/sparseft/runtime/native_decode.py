@@ -167,7 +167,9 @@ class NativeDecoder:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        # logits of the last position only: the output projection over every prompt position would cost
+        # as much as the rest of the prompt (SmolLM2: 49152 x 576 per position)
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         prompt = input_ids.shape[1]
         for i, layer in enumerate(cache.layers):
             first = prompt - layer.keys.shape[2]  # a sliding-window layer keeps only the last positions
