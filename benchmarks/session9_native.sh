@@ -1,6 +1,7 @@
 #!/bin/bash
-# Session 9 (AMD EPYC, AVX-512, no AMX): the native decode step (one C call per token) against the compiled
-# HF step and llama.cpp, same runs; 1 and 2 threads; read bandwidth probed before each run.
+# Session 9 (AMD EPYC Zen 4, AVX-512, no AMX): the native decode step (one C call per token) against the
+# compiled HF step and llama.cpp, same runs; 1 and 2 threads; read bandwidth probed before each run.
+# Models: benchmarks/session9_models.sh.
 export OMP_WAIT_POLICY=passive HF_HUB_OFFLINE=1
 cd "$(dirname "$0")/.."
 out=benchmarks/results
@@ -10,12 +11,13 @@ probe() {  # read bandwidth (GB/s) of torch.sum over 256 MB with $1 threads
 bench() {  # bench NAME THREADS MODEL ARGS...
     local name=$1 threads=$2 model=$3; shift 3
     probe "$threads"
-    .venv/bin/sparseft bench --model "$model" --baseline smollm2-135m --tokens 64 --rounds 3 --threads "$threads" \
+    .venv/bin/sparseft bench --model "$model" --baseline smollm2-135m --tokens 64 --rounds 5 --threads "$threads" \
         --fuse "$@" --peer llama.cpp llama.cpp:Q4_0 llama.cpp:Q8_0 --out "$out/$name" 2>&1 \
         | grep -v "Loading\|llama_\|^\[\|^{" | grep "tokens/s"
 }
-bench native70_int8_t1 1 runs/smol-mag70-int8 --native
 bench native70_w8a8_t1 1 runs/smol-mag70-w8a8 --native
+bench native70_int8_t1 1 runs/smol-mag70-int8 --native
+bench native50_w8a8_t1 1 runs/smol-mag50-w8a8 --native
 bench native50_int8_t1 1 runs/smol-mag50-int8 --native
-bench native70_int8_t2 2 runs/smol-mag70-int8 --native
-bench compiled70_int8_t1 1 runs/smol-mag70-int8 --compile
+bench native70_w8a8_t2 2 runs/smol-mag70-w8a8 --native
+bench compiled70_w8a8_t1 1 runs/smol-mag70-w8a8 --compile

@@ -22,3 +22,10 @@ def tiny_llama(sparsity: float = 0.7, seed: int = 0):
             if isinstance(mod, torch.nn.Linear) and not name.endswith("lm_head"):
                 mod.weight.mul_(torch.rand_like(mod.weight) >= sparsity)
     return model
+
+
+def delta_formats() -> list[str]:
+    """The value formats the delta index stores (grouped-scale formats such as int4 take the bitmask only)."""
+    from sparseft.runtime.formats import FORMATS, get_format
+
+    return [f for f in FORMATS if not get_format(f).group_columns]

@@ -113,9 +113,9 @@ def test_fp16_round_trip(tmp_path: Path) -> None:
 def test_unknown_value_format_is_reported(saved, tmp_path: Path) -> None:
     bad = _copy(saved[0], tmp_path / "bad")
     meta = json.loads((bad / "sparseft.json").read_text())
-    meta["layers"]["model.layers.0.mlp.up_proj"]["fmt"] = "int4"
+    meta["layers"]["model.layers.0.mlp.up_proj"]["fmt"] = "int3"
     (bad / "sparseft.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="up_proj: unknown weight format 'int4'"):
+    with pytest.raises(CheckpointError, match="up_proj: unknown weight format 'int3'"):
         load_compressed(bad)
 
 

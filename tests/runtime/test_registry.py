@@ -18,9 +18,9 @@ from sparseft.runtime.linear import SparseLinear, WeightInfo
 def test_c_table_matches_the_registry() -> None:
     table = _kernels.formats()
     assert {row[0] for row in table} == set(FORMATS)
-    for name, kernel_id, size, has_scales in table:
+    for name, kernel_id, size, has_scales in table:  # size: bits per value
         fmt = get_format(name)
-        assert (fmt.kernel_id, fmt.value_bytes, fmt.has_scales) == (kernel_id, size, has_scales)
+        assert (fmt.kernel_id, fmt.bits, fmt.has_scales) == (kernel_id, size, has_scales)
     check_kernel_table(table)
 
 
@@ -42,7 +42,7 @@ def test_registry_refuses_duplicates_and_unknown_names() -> None:
     with pytest.raises(ConfigError, match="is taken"):
         register_format(Clash())
     with pytest.raises(ConfigError, match="expected one of"):
-        get_format("int4")
+        get_format("int3")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -50,9 +50,10 @@ def test_each_format_describes_its_tensors(fmt: str) -> None:
     vf = get_format(fmt)
     cw = compress(masked((9, 70), 0.5), fmt)
     assert cw.format is vf and cw.values.dtype == vf.dtype
-    assert cw.scales.numel() == (9 if vf.has_scales else 0)
+    assert cw.scales.numel() == {"int8": 9, "int4": 9 * 1}.get(fmt, 0)  # int4: one group of 128 per row here
     cw.validate()
-    expected = 9 * 2 * 8 + 10 * 8 + cw.values.numel() * vf.value_bytes + cw.scales.numel() * 4
+    assert cw.values.numel() == vf.stored_len(cw.nnz) + vf.pad_len
+    expected = 9 * 2 * 8 + 10 * 8 + cw.values.numel() * vf.element_bytes + cw.scales.numel() * 4
     assert cw.nbytes() == expected
 
 

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_arguments(p)
     p.add_argument(
         "--format", "--values", dest="format", default="int8", metavar="FORMAT",
-        help="value type: fp32, bf16, fp16 or int8, or any format registered in sparseft.runtime.formats "
+        help="value type: fp32, bf16, fp16, int8 or int4 (a scale per row and 128 columns), or any format "
+             "registered in sparseft.runtime.formats "
              "(default int8)",
     )
     p.add_argument(

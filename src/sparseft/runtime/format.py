@@ -10,9 +10,11 @@ A dense weight W of shape (M, K) (out_features x in_features) is stored as:
   padding (vector loads of the AVX2 path may read up to 32 bytes past the last value). Their encoding
   is the value format's (runtime/formats.py): fp32: float32; bf16: bfloat16 (the value rounded to
   nearest even); fp16: float16 (IEEE half); int8: int8 ``q`` with ``W[r, c] = q * scales[r]``
-  (symmetric, ``scales[r] = max|W[r]| / 127``).
-- ``rowptr``: int64 (M + 1), ``values[rowptr[r]:rowptr[r+1]]`` are row r's values.
-- ``scales``: float32 (M,) for formats with scales (int8), empty otherwise.
+  (symmetric, ``scales[r] = max|W[r]| / 127``); int4: 4-bit codes, two per byte (the first value in
+  the low nibble), with a scale per row and group of 128 columns (formats.Int4).
+- ``rowptr``: int64 (M + 1), row r's values are values number rowptr[r] .. rowptr[r+1] - 1.
+- ``scales``: float32 for formats with scales (int8: (M,); int4: one per row and group, flat), empty
+  otherwise.
 
 Bytes read per weight at density d: (value bytes) * d + 1/8, e.g. fp32 4d + 1/8, bf16 / fp16 2d + 1/8,
 int8 d + 1/8 (plus 8 bytes per row).
@@ -38,12 +40,11 @@ import numpy as np
 import torch
 
 from sparseft.errors import ConfigError
-from sparseft.runtime.formats import FORMATS, ValueFormat, get_format
+from sparseft.runtime.formats import FORMATS, PAD_BYTES, ValueFormat, get_format
 
 __all__ = ["DELTA_BELOW", "FORMATS", "INDEXES", "PAD_BYTES", "CompressedWeight", "compress"]
 
 INDEXES = ("bitmask", "delta")
-PAD_BYTES = 64
 #: No trained model's weight comes near this; a checkpoint beyond it is refused (its products would
 #: overflow fp32 to inf/NaN in a layer or two).
 MAX_ABS_WEIGHT = 1e6
@@ -109,11 +110,10 @@ class CompressedWeight:
         tensor([[1., 0., 0.], [0., 1., 0.], [0., 0., 1.]])
         """
         dense = torch.zeros(self.shape, dtype=torch.float32)
-        vals = self.format.decode(self.values[: self.nnz], self.scales, self._delta_rows())
-        if self.index == "delta":
-            dense[self._delta_rows(), self._delta_cols()] = vals
-        else:
-            dense[self.bits()] = vals
+        rows = self._delta_rows()
+        cols = self._delta_cols() if self.index == "delta" else self.bits().nonzero()[:, 1]
+        fmt = self.format
+        dense[rows, cols] = fmt.decode(fmt.unpack(self.values, self.nnz), self.scales, rows, cols, self.shape)
         return dense
 
     def validate(self) -> None:
@@ -127,15 +127,18 @@ class CompressedWeight:
         tensors = {"mask": self.mask, "values": self.values, "rowptr": self.rowptr, "scales": self.scales}
         if any(not t.is_contiguous() or t.device.type != "cpu" for t in tensors.values()):
             raise ConfigError("compressed weight tensors must be contiguous CPU tensors")
-        fmt.validate(self.values, self.scales, m)
+        fmt.validate(self.values, self.scales, m, k)
         if self.rowptr.dtype != torch.int64 or tuple(self.rowptr.shape) != (m + 1,):
             raise ConfigError(f"rowptr must be int64 of shape ({m + 1},), got {self.rowptr.dtype} {tuple(self.rowptr.shape)}")
         nnz = int(self.rowptr[-1])
         if int(self.rowptr[0]) != 0 or (m and bool((self.rowptr.diff() < 0).any())):
             raise ConfigError("rowptr must start at 0 and never decrease")
-        pad = PAD_BYTES // fmt.value_bytes
-        if self.values.dim() != 1 or self.values.numel() < nnz + pad:
-            raise ConfigError(f"values must hold {nnz} stored values + {pad} of padding, got {self.values.numel()}")
+        want = fmt.stored_len(nnz) + fmt.pad_len
+        if self.values.dim() != 1 or self.values.numel() < want:
+            raise ConfigError(f"values must hold {nnz} stored values + {PAD_BYTES} bytes of padding ({want} "
+                              f"{fmt.dtype} elements), got {self.values.numel()}")
+        if self.index == "delta" and fmt.group_columns:
+            raise ConfigError(f"{fmt.name} values (grouped scales) are stored with the bitmask index only")
         if self.index == "delta":
             if self.mask.dtype != torch.uint8 or self.mask.dim() != 1 or self.mask.numel() < nnz + PAD_BYTES:
                 raise ConfigError(f"the delta index needs a uint8 mask of >= {nnz + PAD_BYTES} entries")
@@ -175,14 +178,13 @@ class CompressedWeight:
 
 def tensor_sizes(m: int, k: int, nnz: int, fmt: str, index: str = "bitmask") -> dict[str, tuple[torch.dtype, tuple]]:
     """dtype and shape of each stored tensor of an (m, k) weight with `nnz` stored values."""
-    value_format = get_format(fmt)
-    pad = PAD_BYTES // value_format.value_bytes
+    vf = get_format(fmt)
     mask = (torch.uint8, (nnz + PAD_BYTES,)) if index == "delta" else (torch.int64, (m, (k + 63) // 64))
     return {
         "mask": mask,
-        "values": (value_format.dtype, (nnz + pad,)),
+        "values": (vf.dtype, (vf.stored_len(nnz) + vf.pad_len,)),
         "rowptr": (torch.int64, (m + 1,)),
-        "scales": (torch.float32, (m if value_format.has_scales else 0,)),
+        "scales": (torch.float32, (vf.scale_count(m, k),)),
     }
 
 
@@ -235,6 +237,8 @@ DELTA_BELOW = {name: get_format(name).delta_below for name in FORMATS}
 
 
 def _choose_index(m: int, k: int, nnz: int, fmt: ValueFormat) -> str:
+    if fmt.group_columns:
+        return "bitmask"
     return "delta" if nnz < fmt.delta_below * m * k else "bitmask"
 
 
@@ -247,7 +251,7 @@ def compress(
 ) -> CompressedWeight:
     """Compress a 2-D weight (out_features, in_features); zeros (or ``~mask``) are not stored.
 
-    ``fmt``: a registered value format name (``FORMATS``: fp32, bf16, int8, fp16) or a ValueFormat.
+    ``fmt``: a registered value format name (``FORMATS``: fp32, bf16, int8, fp16, int4) or a ValueFormat.
     ``index``: "bitmask" (default), "delta" (high sparsity) or "auto" (delta below ``DELTA_BELOW`` density).
     ``scales`` (int8 only): the int8 scales to use, per row ((M,) or (M, 1)) or per tensor, instead of
     max|row| / 127; a weight fake-quantized on these scales (q * s) compresses to exactly its q.
@@ -267,6 +271,8 @@ def compress(
         index = _choose_index(m, k, int(keep.sum()), vf)
     if index not in INDEXES:
         raise ConfigError(f"unknown index {index!r}; expected one of {', '.join(INDEXES)} or auto")
+    if index == "delta" and vf.group_columns:
+        raise ConfigError(f"{vf.name} values (grouped scales) are stored with the bitmask index only")
     q, scales = vf.encode(w, scales)
     if index == "delta":
         return _compress_delta(q, keep, vf, scales)
@@ -280,7 +286,7 @@ def compress(
         fmt=vf.name,
         shape=(m, k),
         mask=torch.from_numpy(np.ascontiguousarray(mask_words)),
-        values=_pad(q[keep]),
+        values=vf.pack(q[keep]),
         rowptr=rowptr,
         scales=scales,
     )

@@ -1,14 +1,14 @@
-"""The registry of compressed value formats: one `ValueFormat` per name (fp32, bf16, int8, fp16).
+"""The registry of compressed value formats: one `ValueFormat` per name (fp32, bf16, int8, fp16, int4).
 
 A format says how the stored values of a sparse weight are encoded: their dtype, how dense fp32
 weights become stored values (``encode``, with per-row scales for int8) and back (``decode``), what
 its tensors must look like (``validate``), its bytes per value and the id of its C kernels. Everything
 else (`compress`, `CompressedWeight`, `SparseLinear`, checkpoints, the converter) finds formats here:
 
-    >>> get_format("int8").has_scales, get_format("bf16").value_bytes
-    (True, 2)
+    >>> get_format("int8").has_scales, get_format("bf16").value_bits, get_format("int4").value_bits
+    (True, 16, 4)
     >>> FORMATS
-    ('fp32', 'bf16', 'int8', 'fp16')
+    ('fp32', 'bf16', 'int8', 'fp16', 'int4')
 
 Adding a format (see `Fp16`): a subclass registered with ``register_format``, plus its C decode step in
 each kernel (csrc/sparse_common.h lists where) and its row in the C table ``SP_FORMATS`` (module.c);
@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import torch
 
+PAD_BYTES = 64  # zero bytes after the stored values: vector loads of the kernels may read that far
+
 from sparseft.errors import ConfigError
 
 FP16_MAX = 65504.0
@@ -29,45 +31,76 @@ FP16_MAX = 65504.0
 class ValueFormat:
     """Base of the value formats: plain float values with no scales (subclass and register an instance).
 
-    Class attributes a format sets: ``name``, ``dtype`` (of the stored values), ``kernel_id`` (the C
-    enum value), ``delta_below`` (density below which ``index="auto"`` picks the delta index),
-    ``amx_min_batch`` (smallest batch run on the AMX kernels in "auto" mode; 0 = never),
-    ``int_sum_max_k`` (integer values: the widest input whose int32 sums in the VNNI / AMX / W8A8 kernels
-    stay exact; None for float values), and the capabilities ``has_scales`` (per-row fp32 scales) and ``supports_int8_activations`` (W8A8 kernels)."""
+    Class attributes a format sets: ``name``, ``dtype`` (of the stored tensor), ``kernel_id`` (the C
+    enum value), ``value_bits`` (bits per stored value, when several share one element: int4), ``delta_below``
+    (density below which ``index="auto"`` picks the delta index; 0 = never), ``amx_min_batch`` (smallest
+    batch run on the AMX kernels in "auto" mode; 0 = never), ``int_sum_max_k`` (integer values: the widest
+    input whose int32 sums in the VNNI / AMX / W8A8 kernels stay exact; None for float values),
+    ``group_columns`` (scales per row and group of this many columns, 0 = one per row), and the
+    capabilities ``has_scales`` and ``supports_int8_activations`` (W8A8 kernels)."""
 
     name: str
     dtype: torch.dtype
     kernel_id: int
+    value_bits: int | None = None
     delta_below: float = 0.05
     amx_min_batch: int = 0
     int_sum_max_k: int | None = None
+    group_columns: int = 0
     has_scales: bool = False
     supports_int8_activations: bool = False
 
     @property
-    def value_bytes(self) -> int:
-        """Bytes per stored value."""
+    def element_bytes(self) -> int:
+        """Bytes per element of the stored tensor."""
         return torch.empty(0, dtype=self.dtype).element_size()
 
+    @property
+    def bits(self) -> int:
+        """Bits per stored value."""
+        return self.value_bits or 8 * self.element_bytes
+
+    def stored_len(self, nnz: int) -> int:
+        """Elements of the values tensor that hold ``nnz`` values, before the padding."""
+        return nnz
+
+    @property
+    def pad_len(self) -> int:
+        """Elements of zero padding after the values (PAD_BYTES)."""
+        return PAD_BYTES // self.element_bytes
+
+    def scale_count(self, rows: int, cols: int) -> int:
+        """Number of fp32 scales of a (rows, cols) weight."""
+        return rows if self.has_scales else 0
+
     def encode(self, w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(stored values of every entry of ``w`` (M, K) fp32, in ``dtype``; per-row scales or empty)."""
+        """(the code of every entry of ``w`` (M, K) fp32, one element each; the scales, flat, or empty)."""
         if scales is not None:
             raise ConfigError(f"scales apply to int8 values only, not {self.name}")
         return w.to(self.dtype), torch.zeros(0, dtype=torch.float32)
 
-    def decode(self, values: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """fp32 weights of stored ``values`` (``rows``: the row of each value, for per-row scales)."""
-        return values.float()
+    def pack(self, codes: torch.Tensor) -> torch.Tensor:
+        """The values tensor of the stored codes (1-D, in storage order), padding included."""
+        return torch.cat([codes, torch.zeros(self.pad_len, dtype=codes.dtype)])
+
+    def unpack(self, values: torch.Tensor, nnz: int) -> torch.Tensor:
+        """The ``nnz`` codes of a values tensor, one element each (inverse of `pack`)."""
+        return values[:nnz]
+
+    def decode(self, codes: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+               shape: tuple[int, int]) -> torch.Tensor:
+        """fp32 weights of the stored ``codes`` at (``rows``, ``cols``) of a weight of ``shape``."""
+        return codes.float()
 
     def row_sums(self, values: torch.Tensor, rowptr: torch.Tensor) -> torch.Tensor:
         """Per-row sums the kernels need (int8: the VNNI offset correction); empty int32 otherwise."""
         return torch.zeros(0, dtype=torch.int32)
 
-    def validate(self, values: torch.Tensor, scales: torch.Tensor, rows: int) -> None:
+    def validate(self, values: torch.Tensor, scales: torch.Tensor, rows: int, cols: int) -> None:
         """Raise ConfigError unless ``values`` / ``scales`` are this format's dtypes and sizes."""
         if values.dtype != self.dtype:
             raise ConfigError(f"{self.name} values must be {self.dtype}, got {values.dtype}")
-        want = rows if self.has_scales else 0
+        want = self.scale_count(rows, cols)
         if scales.dtype != torch.float32 or scales.dim() != 1 or scales.numel() != want:
             raise ConfigError(
                 f"{self.name} weights need {want} float32 scales, got {scales.dtype} {tuple(scales.shape)}"
@@ -110,8 +143,9 @@ class Int8(ValueFormat):
         q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
         return q, scales.float()
 
-    def decode(self, values: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return values.float() * scales[rows]
+    def decode(self, codes: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+               shape: tuple[int, int]) -> torch.Tensor:
+        return codes.float() * scales[rows]
 
     def row_sums(self, values: torch.Tensor, rowptr: torch.Tensor) -> torch.Tensor:
         m = rowptr.numel() - 1
@@ -132,6 +166,60 @@ class Fp16(ValueFormat):
         if bool(big > FP16_MAX):  # would become inf (NaN stays NaN, as in the other float formats)
             raise ConfigError(f"fp16 values hold |w| <= {FP16_MAX:g}, got a weight of {float(big):g}; use bf16")
         return super().encode(w, scales)
+
+
+class Int4(ValueFormat):
+    """Symmetric int4 with a scale per row and group of 128 columns: ``W[r, c] = (u - 8) * s[r, c // 128]``
+    for the stored 4-bit code u in [1, 15], ``s = max|W[r, group]| / 7``; two codes per byte, the first in
+    the low nibble. Groups count the padded columns (64 per mask word, so a group is two mask words);
+    scales are stored flat, row by row (``rows * ceil(ceil(K / 64) / 2)``).
+
+    At 70% sparsity a weight costs 0.125 (mask) + 0.15 (values) + 0.01 (scales) bytes: a third less
+    than int8 values (0.425). Batch 1 runs the AVX-512 VNNI kernel (x in 16 bits, as int8 weights);
+    batch > 1 runs it token by token on AVX-512, elsewhere the portable kernel (csrc/kern_int4.c)."""
+
+    name, dtype, kernel_id, value_bits, delta_below = "int4", torch.uint8, 4, 4, 0.0
+    group_columns = 128
+    has_scales = True
+
+    def stored_len(self, nnz: int) -> int:
+        return (nnz + 1) // 2
+
+    def groups(self, cols: int) -> int:
+        """Scale groups per row of a weight with ``cols`` inputs."""
+        return ((cols + 63) // 64 + 1) // 2
+
+    def scale_count(self, rows: int, cols: int) -> int:
+        return rows * self.groups(cols)
+
+    def encode(self, w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Round to nearest on each group's own scale (max |w| / 7); an all-zero group gets scale 1."""
+        if scales is not None:
+            raise ConfigError("int4 weights take their group scales from the weight itself (no given scales)")
+        m, k = w.shape
+        g = self.groups(k)
+        grouped = torch.zeros(m, g * self.group_columns)
+        grouped[:, :k] = w
+        grouped = grouped.view(m, g, self.group_columns)
+        amax = grouped.abs().amax(dim=2)
+        s = torch.where(amax > 0, amax / 7.0, torch.ones_like(amax))
+        q = torch.round(grouped / s[:, :, None]).clamp_(-7, 7).view(m, -1)[:, :k]
+        return (q + 8).to(torch.uint8), s.reshape(-1).float()
+
+    def pack(self, codes: torch.Tensor) -> torch.Tensor:
+        c = codes.to(torch.uint8)
+        if c.numel() % 2:
+            c = torch.cat([c, torch.zeros(1, dtype=torch.uint8)])
+        return torch.cat([c[0::2] | (c[1::2] << 4), torch.zeros(self.pad_len, dtype=torch.uint8)])
+
+    def unpack(self, values: torch.Tensor, nnz: int) -> torch.Tensor:
+        b = values[: self.stored_len(nnz)]
+        return torch.stack([b & 15, b >> 4], dim=1).reshape(-1)[:nnz]
+
+    def decode(self, codes: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+               shape: tuple[int, int]) -> torch.Tensor:
+        group = rows * self.groups(shape[1]) + torch.div(cols, self.group_columns, rounding_mode="floor")
+        return (codes.float() - 8.0) * scales[group]
 
 
 _REGISTRY: dict[str, ValueFormat] = {}
@@ -164,10 +252,10 @@ def format_names() -> tuple[str, ...]:
 
 
 def check_kernel_table(table: Sequence[tuple[str, int, int, bool]]) -> None:
-    """Raise ImportError unless the C kernels' table ((name, id, bytes, has_scales), ...) and the registry
+    """Raise ImportError unless the C kernels' table ((name, id, bits, has_scales), ...) and the registry
     describe the same formats: an id of one side never silently means another format on the other."""
     c_side = {name: (kid, size, bool(scales)) for name, kid, size, scales in table}
-    py_side = {f.name: (f.kernel_id, f.value_bytes, f.has_scales) for f in _REGISTRY.values()}
+    py_side = {f.name: (f.kernel_id, f.bits, f.has_scales) for f in _REGISTRY.values()}
     if c_side != py_side:
         raise ImportError(
             f"the C kernels' formats {c_side} do not match the registry {py_side}: rebuild the extension "
@@ -187,7 +275,7 @@ def _row_scales(scales: torch.Tensor, m: int) -> torch.Tensor:
     return s.contiguous()
 
 
-for _fmt in (Fp32(), Bf16(), Int8(), Fp16()):
+for _fmt in (Fp32(), Bf16(), Int8(), Fp16(), Int4()):
     register_format(_fmt)
 
 FORMATS = format_names()  # the built-in formats; format_names() also lists ones registered later

@@ -55,8 +55,8 @@ def concat_rows(cws: Sequence[CompressedWeight]) -> CompressedWeight:
     first = cws[0]
     if any((cw.fmt, cw.index, cw.shape[1]) != (first.fmt, first.index, first.shape[1]) for cw in cws):
         raise ConfigError("concat_rows needs weights of the same value type, index and in_features")
-    pad = torch.zeros(PAD_BYTES // first.values.element_size(), dtype=first.values.dtype)
-    values = torch.cat([*(cw.values[: cw.nnz] for cw in cws), pad])
+    fmt = first.format
+    values = fmt.pack(torch.cat([fmt.unpack(cw.values, cw.nnz) for cw in cws]))
     if first.index == "delta":  # one uint8 gap per stored value, padded like the values
         mask = torch.cat([*(cw.mask[: cw.nnz] for cw in cws), torch.zeros(PAD_BYTES, dtype=first.mask.dtype)])
     else:

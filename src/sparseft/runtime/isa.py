@@ -7,7 +7,7 @@
     >>> set_num_threads(2)               # None: follow torch.get_num_threads()
 
 The ISA is the best the CPU supports, or what ``set_isa`` / the env var ``SPARSEFT_ISA`` (``avx512``,
-``avx2``, ``portable``; read once at import) forces. "avx512" needs AVX512F/BW/VL/DQ/VBMI2/VNNI, "avx2"
+``avx2``, ``portable``; read once at import) forces. "avx512" needs AVX512F/BW/VL/DQ/VBMI/VBMI2/VNNI, "avx2"
 AVX2/FMA/F16C (csrc/cpu.c). On CPUs with AMX (Sapphire Rapids and later), weights of a format with an
 ``amx_min_batch`` (bf16 from 4 rows of x, int8 from 3) run on the AMX kernels (csrc/kern_amx.c; same
 accuracy as the AVX-512 kernels); ``set_amx`` / ``forced_amx`` / env ``SPARSEFT_AMX`` (``auto``, ``on``,

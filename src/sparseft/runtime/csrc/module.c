@@ -37,7 +37,7 @@ static PyObject *py_formats(PyObject *self, PyObject *args) {
     PyObject *out = PyTuple_New(FMT_COUNT);
     if (!out) return NULL;
     for (int i = 0; i < FMT_COUNT; i++) {
-        PyObject *row = Py_BuildValue("(siiO)", SP_FORMATS[i].name, i, SP_FORMATS[i].esize,
+        PyObject *row = Py_BuildValue("(siiO)", SP_FORMATS[i].name, i, SP_FORMATS[i].bits,
                                       SP_FORMATS[i].has_scales ? Py_True : Py_False);
         if (!row) {
             Py_DECREF(out);
@@ -79,7 +79,8 @@ static PyObject *py_pack(PyObject *self, PyObject *args) {
                           &bias))
         return NULL;
     if (fmt < 0 || fmt >= FMT_COUNT || M < 0 || K < 0 || (M > 0 && (!mask || !vals || !rowptr)) ||
-        (SP_FORMATS[fmt].has_scales != (scales != 0)) || (fmt == FMT_I8 && M > 0 && !rowsum)) {
+        (SP_FORMATS[fmt].has_scales != (scales != 0)) || (fmt == FMT_I8 && M > 0 && !rowsum) ||
+        (fmt == FMT_I4 && delta)) {
         PyErr_SetString(PyExc_ValueError, "_kernels.pack: bad format, sizes, or missing scales / row sums");
         return NULL;
     }
@@ -211,7 +212,7 @@ static PyMethodDef methods[] = {
     {"amx_available", py_amx_available, METH_NOARGS,
      "amx_available() -> bool: the CPU has AMX-TILE/BF16/INT8 and AVX512-BF16, and the OS granted the tiles."},
     {"formats", py_formats, METH_NOARGS,
-     "formats() -> ((name, id, bytes per value, has_scales), ...): the value formats the kernels know."},
+     "formats() -> ((name, id, bits per value, has_scales), ...): the value formats the kernels know."},
     {"set_amx", py_set_amx, METH_VARARGS,
      "set_amx(fmt_id, min_batch): on the AVX-512 path, run this format's weights (bf16 / int8, bitmask index) "
      "on the AMX kernels from min_batch rows of x on (0: never)."},

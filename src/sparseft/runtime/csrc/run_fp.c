@@ -66,6 +66,34 @@ static void run_task(const void *arg, int64_t r0, int64_t r1) {
     tk->kern(&tk->job, r0, r1);
 }
 
+/* int4 (kern_int4.c): AVX-512 runs the batch-1 kernel token by token; other ISAs the portable kernel. */
+static int run_i4(task *tk, const float *x, int64_t N, int64_t sr, int64_t sc, float *y, int isa, int nthreads) {
+    sp_job *j = &tk->job;
+    j->gscales = j->scales;
+    j->scales = NULL; /* group scales are applied inside the kernels, not by sp_store */
+    const int avx512 = isa == ISA_AVX512;
+    size_t bytes = avx512 ? sp_i4_xbytes(j->Kp) : sizeof(float) * (size_t)(N * j->Kp);
+    void *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!buf) return -1;
+    if (avx512) {
+        tk->kern = sp_spmv_i4_avx512;
+        j->N = 1;
+        for (int64_t n = 0; n < N; n++) {
+            j->y = y + n * j->M;
+            sp_i4_prep_x(j, x + n * sr, sc, buf);
+            pool_run_rows(run_task, tk, j->rowptr, j->M, j->KW, 1, 4, nthreads);
+        }
+    } else {
+        xsrc src = {x, sr, sc};
+        tk->kern = sp_spmm_i4_portable;
+        prep_rows(&src, N, j->K, j->Kp, (float *)buf);
+        j->x32 = (const float *)buf;
+        pool_run_rows(run_task, tk, j->rowptr, j->M, j->KW, 1, 4, nthreads);
+    }
+    free(buf);
+    return 0;
+}
+
 int sp_run_fp(const sp_weight *w, const float *x, int64_t N, int64_t sr, int64_t sc, float *y, int isa,
               int nthreads) {
     const int fmt = w->fmt, delta = w->delta;
@@ -83,6 +111,7 @@ int sp_run_fp(const sp_weight *w, const float *x, int64_t N, int64_t sr, int64_t
     j->bias = w->bias;
     j->N = N;
     j->y = y;
+    if (fmt == FMT_I4) return run_i4(&tk, x, N, sr, sc, y, isa, nthreads);
     xsrc src = {x, sr, sc};
     /* AMX (set_amx): bf16 / int8 values, bitmask index; int8: int32 sums exact while K * 127 * 255 < 2^31. */
     int use_amx = isa == ISA_AVX512 && !delta && sp_amx_min_batch[fmt] > 0 && N >= sp_amx_min_batch[fmt] &&

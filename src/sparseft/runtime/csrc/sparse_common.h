@@ -3,7 +3,9 @@
  * Weight layout (see format.py for the full description): a row-major bitmask of M rows, KW 64-bit
  * words per row (bit j of word w = column 64*w + j is stored), the nonzero values packed row by row in
  * column order, and rowptr[r] = index of row r's first value. Values are fp32, bf16 (raw uint16 bits),
- * int8 with one fp32 scale per row, or fp16 (IEEE half bits). The values buffer carries 64 bytes of
+ * int8 with one fp32 scale per row, fp16 (IEEE half bits), or int4: 4-bit codes u (weight = (u - 8) *
+ * scale of its row and group of 128 columns), two per byte, value i in the low nibble of byte i / 2 when
+ * i is even. The values buffer carries 64 bytes of
  * padding at its end so the AVX2 path may over-read a partial vector.
  *
  * Adding a value format: a FMT_ id and its SP_FORMATS row here, a case in sp_load_val (portable and
@@ -17,24 +19,29 @@
 
 #include <string.h>
 
-/* Kernel ids of the value formats and their table: name, bytes per value, per-row scales. The Python
+/* Kernel ids of the value formats and their table: name, bits per value, scales. The Python
  * registry (sparseft/runtime/formats.py) checks its formats against this table (_kernels.formats())
  * at import, so neither side relies on an order. */
-enum { FMT_F32 = 0, FMT_BF16 = 1, FMT_I8 = 2, FMT_F16 = 3, FMT_COUNT = 4 };
+enum { FMT_F32 = 0, FMT_BF16 = 1, FMT_I8 = 2, FMT_F16 = 3, FMT_I4 = 4, FMT_COUNT = 5 };
 static const struct {
     const char *name;
-    int esize, has_scales;
+    int bits, has_scales;
 } SP_FORMATS[FMT_COUNT] = {
-    [FMT_F32] = {"fp32", 4, 0},
-    [FMT_BF16] = {"bf16", 2, 0},
-    [FMT_I8] = {"int8", 1, 1},
-    [FMT_F16] = {"fp16", 2, 0},
+    [FMT_F32] = {"fp32", 32, 0},
+    [FMT_BF16] = {"bf16", 16, 0},
+    [FMT_I8] = {"int8", 8, 1},
+    [FMT_F16] = {"fp16", 16, 0},
+    [FMT_I4] = {"int4", 4, 1},
 };
-#define SP_ESIZE(fmt) (SP_FORMATS[fmt].esize)
+/* Bytes per value of the whole-byte formats (int4 runs its own kernels, kern_int4.c). */
+#define SP_ESIZE(fmt) (SP_FORMATS[fmt].bits / 8)
+/* int4: columns per scale group (two mask words), groups per row. */
+#define I4_GROUP 128
+#define I4_GROUPS(KW) (((KW) + 1) / 2)
 enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 
 /* The best code path this CPU runs (cpu.c; the one place CPU features are read). AVX-512 needs
- * F/BW/VL/DQ/VBMI2/VNNI; AVX2 needs AVX2/FMA/F16C. */
+ * F/BW/VL/DQ/VBMI/VBMI2/VNNI; AVX2 needs AVX2/FMA/F16C. */
 int sp_best_isa(void);
 /* Batch-1 int8 kernels: 1 = rows one after another (one sequential stream; measured faster on AMD Zen 4),
  * 0 = tiles of 4 rows side by side (Intel). Set from the CPU's vendor at import (sp_default_sequential),
@@ -91,9 +98,15 @@ static inline float sp_bf16_to_f32(uint16_t h) {
     return f;
 }
 
-/* Stored value i of a row's format, as fp32 (int8: before its row scale). */
+/* int4 code i (0..15) of a values buffer. */
+static inline int sp_i4_code(const void *vals, int64_t i) {
+    return (((const uint8_t *)vals)[i >> 1] >> (4 * (i & 1))) & 15;
+}
+
+/* Stored value i of a row's format, as fp32 (int8 / int4: before its scale). */
 static inline float sp_load_val(int fmt, const void *vals, int64_t i) {
     switch (fmt) {
+    case FMT_I4: return (float)(sp_i4_code(vals, i) - 8);
     case FMT_F32: return ((const float *)vals)[i];
     case FMT_BF16: return sp_bf16_to_f32(((const uint16_t *)vals)[i]);
     case FMT_I8: return (float)((const int8_t *)vals)[i];
@@ -112,7 +125,8 @@ typedef struct {
     const uint64_t *mask;          /* delta index: uint8 gaps instead (see kern_delta.c) */
     const void *vals;
     const int64_t *rowptr;
-    const float *scales;           /* int8: one per row; NULL for formats without scales */
+    const float *scales;           /* int8: one per row, applied by sp_store; NULL otherwise */
+    const float *gscales;          /* int4: [M][I4_GROUPS(KW)] group scales, applied in the kernel */
     const int32_t *rowsum;         /* int8: sum of the row's int8 values (VNNI offset correction) */
     const float *bias;             /* NULL when absent */
     int64_t N;                     /* batch rows of x */
@@ -120,6 +134,8 @@ typedef struct {
     const float *x32;              /* [N][Kp] zero padded (bf16 SpMV: even/odd de-interleaved), or [tiles][Kp][BTILE] for the broadcast kernel */
     const uint8_t *xq_lo, *xq_hi;  /* x quantized to 16 bits as two u8 digits, [N][Kp] (VNNI SpMV) */
     const float *xscale;           /* [N] scale of the 16-bit quantization */
+    const int8_t *xs_lo, *xs_hi;   /* int4 SpMV: x in 16 bits as signed digits, x = 256 hi + lo, [Kp] */
+    const int32_t *xgsum;          /* int4 SpMV: sum of the 16-bit x over each scale group */
     const void *xamx;              /* AMX kernels: x in B-tile layout (kern_amx.c) */
     float *y;                      /* [N][M] */
 } sp_job;
@@ -145,6 +161,11 @@ int sp_amx_available(void);
 size_t sp_amx_xbytes(int fmt, int64_t N, int64_t Kp);
 void sp_amx_prep_x(sp_job *j, const float *x, int64_t sr, int64_t sc, void *buf, int nthreads);
 void sp_spmm_amx(const sp_job *j, int64_t r0, int64_t r1);
+/* int4 (kern_int4.c): batch 1 on AVX-512 VNNI (x prepared by sp_i4_prep_x), any batch in portable C. */
+size_t sp_i4_xbytes(int64_t Kp);
+void sp_i4_prep_x(sp_job *j, const float *x, int64_t sc, void *buf);
+void sp_spmv_i4_avx512(const sp_job *j, int64_t r0, int64_t r1);
+void sp_spmm_i4_portable(const sp_job *j, int64_t r0, int64_t r1);
 
 /* Thread pool: fn(arg, t, nthreads) runs on the caller (t = 0) and on the workers that join in time.
  * fn must claim its work from a shared atomic counter until none is left (not split it by t): a
