@@ -21,10 +21,9 @@ from collections.abc import Sequence
 
 import torch
 
-PAD_BYTES = 64  # zero bytes after the stored values: vector loads of the kernels may read that far
-
 from sparseft.errors import ConfigError
 
+PAD_BYTES = 64  # zero bytes after the stored values: vector loads of the kernels may read that far
 FP16_MAX = 65504.0
 
 
