@@ -10,9 +10,11 @@ probe() {  # read bandwidth (GB/s) of torch.sum over 256 MB with $1 threads
 }
 bench() {  # bench NAME THREADS MODEL BASELINE ARGS...
     local name=$1 threads=$2 model=$3 baseline=$4; shift 4
+    local peers=""  # the peers read the packaged dense model's own files
+    [ "$baseline" = smollm2-135m ] && peers="--peer llama.cpp llama.cpp:Q4_0 llama.cpp:Q8_0"
     probe "$threads"
     .venv/bin/sparseft bench --model "$model" --baseline "$baseline" --tokens 64 --rounds 5 --threads "$threads" \
-        --fuse "$@" --peer llama.cpp llama.cpp:Q4_0 llama.cpp:Q8_0 --out "$out/$name" 2>&1 \
+        --fuse "$@" $peers --out "$out/$name" 2>&1 \
         | grep -v "Loading\|llama_\|^\[\|^{" | grep "tokens/s"
 }
 bench native70_w8a8_t1 1 runs/smol-mag70-w8a8 smollm2-135m --native

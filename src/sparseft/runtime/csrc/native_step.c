@@ -153,6 +153,51 @@ static void attention(const ns_model *m, int64_t layer, const float *q, int64_t 
     }
 }
 
+#if defined(__x86_64__)
+#define NS_MAX_GROUP 16
+#define NS_MAX_DV 16 /* head dim up to 256 */
+/* AVX-512 attention for head dims that are multiples of 16: per KV head, each cached key and value row
+ * is loaded once for all the query heads that share it; probs holds NH x (pos + 1) scores. */
+static T512 void attention_avx512(const ns_model *m, int64_t layer, const float *q, int64_t first, int64_t pos,
+                                  float *probs, float *out) {
+    const int64_t D = m->D, T = m->T, group = m->NH / m->NKV, nv = D / 16, span = pos + 1;
+    for (int64_t kv = 0; kv < m->NKV; kv++) {
+        const float *K = m->kcache + ((layer * m->NKV + kv) * T) * D;
+        const float *V = m->vcache + ((layer * m->NKV + kv) * T) * D;
+        __m512 qv[NS_MAX_GROUP][NS_MAX_DV];
+        for (int64_t g = 0; g < group; g++)
+            for (int64_t i = 0; i < nv; i++) qv[g][i] = _mm512_loadu_ps(q + (kv * group + g) * D + 16 * i);
+        for (int64_t j = first; j <= pos; j++) {
+            __m512 kr[NS_MAX_DV];
+            for (int64_t i = 0; i < nv; i++) kr[i] = _mm512_loadu_ps(K + j * D + 16 * i);
+            for (int64_t g = 0; g < group; g++) {
+                __m512 acc = _mm512_mul_ps(qv[g][0], kr[0]);
+                for (int64_t i = 1; i < nv; i++) acc = _mm512_fmadd_ps(qv[g][i], kr[i], acc);
+                probs[g * span + j] = _mm512_reduce_add_ps(acc) * m->scale;
+            }
+        }
+        for (int64_t g = 0; g < group; g++) {
+            float *p = probs + g * span, mx = -INFINITY, sum = 0.f;
+            for (int64_t j = first; j <= pos; j++) mx = p[j] > mx ? p[j] : mx;
+            for (int64_t j = first; j <= pos; j++) sum += (p[j] = expf(p[j] - mx));
+            const float inv = 1.f / sum;
+            for (int64_t j = first; j <= pos; j++) p[j] *= inv;
+        }
+        __m512 acc[NS_MAX_GROUP][NS_MAX_DV];
+        for (int64_t g = 0; g < group; g++)
+            for (int64_t i = 0; i < nv; i++) acc[g][i] = _mm512_setzero_ps();
+        for (int64_t j = first; j <= pos; j++)
+            for (int64_t i = 0; i < nv; i++) {
+                const __m512 vr = _mm512_loadu_ps(V + j * D + 16 * i);
+                for (int64_t g = 0; g < group; g++)
+                    acc[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(probs[g * span + j]), vr, acc[g][i]);
+            }
+        for (int64_t g = 0; g < group; g++)
+            for (int64_t i = 0; i < nv; i++) _mm512_storeu_ps(out + (kv * group + g) * D + 16 * i, acc[g][i]);
+    }
+}
+#endif
+
 static inline float silu(float x) { return x / (1.f + expf(-x)); }
 
 static int block_step(const ns_model *m, int64_t l, int64_t pos, float *x, float *buf, const float *cs,
@@ -170,7 +215,12 @@ static int block_step(const ns_model *m, int64_t l, int64_t pos, float *x, float
         memcpy(m->vcache + at, qkv + qn + kvn + kv * D, sizeof(float) * (size_t)D);
     }
     const int64_t first = m->window > 0 && pos - m->window + 1 > 0 ? pos - m->window + 1 : 0;
-    attention(m, l, qkv, first, pos, probs, att);
+#if defined(__x86_64__)
+    if (isa == ISA_AVX512 && m->D % 16 == 0 && m->D / 16 <= NS_MAX_DV && m->NH / m->NKV <= NS_MAX_GROUP)
+        attention_avx512(m, l, qkv, first, pos, probs, att);
+    else
+#endif
+        attention(m, l, qkv, first, pos, probs, att);
     if (proj_run(&b->o, att, h, isa, nthreads)) return -1;
     for (int64_t i = 0; i < H; i++) x[i] += h[i];
     rms_norm(x, b->ln2, H, m->eps, h);
@@ -183,7 +233,7 @@ static int block_step(const ns_model *m, int64_t l, int64_t pos, float *x, float
 
 int64_t ns_step(const ns_model *m, int64_t tok, int64_t pos, float *logits, int isa, int nthreads) {
     const int64_t H = m->H, D = m->D, half = D / 2;
-    const int64_t width = H + 2 * H + (m->NH + 2 * m->NKV) * D + m->NH * D + 2 * m->I + m->T + D;
+    const int64_t width = H + 2 * H + (m->NH + 2 * m->NKV) * D + m->NH * D + 2 * m->I + m->NH * m->T + D;
     float *mem = (float *)malloc(sizeof(float) * (size_t)width);
     if (!mem) return -1;
     float *x = mem, *cs = x + H, *sn = cs + half, *buf = sn + half;
