@@ -9,6 +9,7 @@ For a compressed causal LM (or a dense one), prepared as `sparseft bench --prepa
 
     python benchmarks/decode_breakdown.py smollm2-135m runs/smol-mag70-int8 --tokens 64   # dense = baseline
     python benchmarks/decode_breakdown.py smollm2-135m --no-compile
+    python benchmarks/decode_breakdown.py smollm2-135m runs/smol-mag70-w8a8 --native   # the native C step
 
 CPU time of the calling thread, best of `--rounds`; the models' steps are timed in interleaved rounds (a
 busy neighbour slows all alike), the first model is the baseline of the speed-ups.
@@ -27,6 +28,7 @@ from torch import nn
 
 from sparseft.runtime import SparseLinear
 from sparseft.runtime.fast_decode import greedy_decode, prepare_for_decode
+from sparseft.runtime.native_decode import NativeDecoder
 from sparseft.runtime.timing import bandwidth_gbs, best_times
 
 
@@ -59,25 +61,33 @@ def kernels_alone(model: nn.Module, rounds: int) -> tuple[float, dict[str, float
     return one_pass, hot
 
 
-def step_seconds(models: dict[str, nn.Module], tokens: int, rounds: int, compile: bool) -> dict[str, float]:
+def decoder(model: nn.Module, path: str, max_positions: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """generate(ids, n) of `path`: "compiled" / "eager" greedy_decode, or "native" (one C call per step)."""
+    if path == "native":
+        return NativeDecoder(model, max_positions).generate
+    return lambda ids, n: greedy_decode(model, ids, n, compile=path == "compiled")
+
+
+def step_seconds(models: dict[str, nn.Module], tokens: int, rounds: int, path: str) -> dict[str, float]:
     """Seconds per decode step after the prompt of each model, measured in interleaved rounds: a run of
     `tokens` tokens minus a prompt-only run, over (tokens - 1) steps."""
     ids = torch.tensor([[1, 504, 3458, 314, 260, 2272, 282, 1622, 30]])
     fns = {}
     for name, model in models.items():
-        greedy_decode(model, ids, 4, compile=compile)  # compile / warm up
-        fns[(name, "full")] = lambda m=model: greedy_decode(m, ids, tokens, compile=compile)
-        fns[(name, "prompt")] = lambda m=model: greedy_decode(m, ids, 1, compile=compile)
+        run = decoder(model, path, ids.shape[1] + tokens)
+        run(ids, 4)  # compile / warm up
+        fns[(name, "full")] = lambda r=run: r(ids, tokens)
+        fns[(name, "prompt")] = lambda r=run: r(ids, 1)
     best = best_times(fns, seconds=len(fns) * 2.0, rounds=rounds, clock="thread")
     return {name: (best[(name, "full")] - best[(name, "prompt")]) / (tokens - 1) for name in models}
 
 
-def breakdown(name: str, model: nn.Module, step: float, rounds: int, compiled: bool, tokens: int) -> dict:
+def breakdown(name: str, model: nn.Module, step: float, rounds: int, path: str, tokens: int) -> dict:
     one_pass, hot = kernels_alone(model, rounds)
     nbytes = sum(layer_bytes(m) for _, m in linear_layers(model))
     bandwidth = bandwidth_gbs(max(nbytes >> 20, 1)) * 1e9  # a buffer the size of the weights
     record = {
-        "model": name, "compiled": compiled, "threads": 1, "tokens": tokens,
+        "model": name, "step_path": path, "threads": 1, "tokens": tokens,
         "step_ms": round(step * 1e3, 3), "linear_kernels_ms": round(one_pass * 1e3, 3),
         "linear_kernels_cache_hot_ms": round(sum(hot.values()) * 1e3, 3),
         "outside_kernels_ms": round((step - one_pass) * 1e3, 3),
@@ -99,18 +109,21 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-compile", action="store_true", help="eager steps (fused projections only)")
+    ap.add_argument("--native", action="store_true", help="the native step (runtime/native_decode.py: one C call "
+                                                          "per token; Llama-family models)")
     ap.add_argument("--out", type=Path, help="write the records as JSON")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    path = "native" if args.native else "eager" if args.no_compile else "compiled"
     models = {}
     for name in args.models:
         models[name] = load_model(name).eval()
-        prepare_for_decode(models[name], compile=not args.no_compile)
-    steps = step_seconds(models, args.tokens, args.rounds, not args.no_compile)
+        prepare_for_decode(models[name], compile=path == "compiled")
+    steps = step_seconds(models, args.tokens, args.rounds, path)
     baseline = args.models[0]
     records = []
     for name, model in models.items():
-        record = breakdown(name, model, steps[name], args.rounds, not args.no_compile, args.tokens)
+        record = breakdown(name, model, steps[name], args.rounds, path, args.tokens)
         record[f"step_speedup_vs_{baseline}"] = round(steps[baseline] / steps[name], 3)
         records.append(record)
         print(json.dumps(record, indent=2), flush=True)
