@@ -148,7 +148,7 @@ def _fused_sparse(layers: Sequence[SparseLinear]) -> SparseLinear | None:
     return SparseLinear(concat_rows([m.compressed() for m in layers]), bias, first.act, scale)
 
 
-def _fused_layer(layers: Sequence[nn.Module]) -> nn.Module | None:
+def fused_layer(layers: Sequence[nn.Module]) -> nn.Module | None:
     """The fused replacement of ``layers``, or None when they cannot be fused exactly."""
     if len({m.in_features for m in layers}) != 1:
         return None
@@ -193,7 +193,7 @@ def fuse_projections(
                 continue
             if any(id(getattr(m, "weight", None)) in tied for m in layers):
                 continue
-            fused = _fused_layer(layers)
+            fused = fused_layer(layers)
             if fused is None:
                 continue
             group = FusedGroup(fused, [m.out_features for m in layers])

@@ -27,7 +27,7 @@ from torch import nn
 
 from sparseft.errors import ConfigError
 from sparseft.runtime import _kernels
-from sparseft.runtime.fusion import FusedSibling
+from sparseft.runtime.fusion import FusedSibling, fused_layer
 from sparseft.runtime.isa import isa_code, num_threads
 from sparseft.runtime.linear import SparseLinear
 
@@ -100,9 +100,8 @@ def _parts(module: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
 
 
 def _fused_if_possible(layers: list[nn.Module]) -> list[nn.Module]:
-    from sparseft.runtime.fusion import _fused_layer
-
-    fused = _fused_layer(layers) if all(isinstance(m, SparseLinear) for m in layers) else None
+    """Sparse siblings of one value type as one fused weight (one kernel call); anything else as it is."""
+    fused = fused_layer(layers) if all(isinstance(m, SparseLinear) for m in layers) else None
     return [fused] if fused is not None else layers
 
 
