@@ -129,6 +129,8 @@ def test_generate_equals_hf_generate_and_stops_at_eos() -> None:
         (lambda: build_tiny_model("llama", hidden_act="gelu"), "hidden_act"),
         (lambda: build_tiny_model("llama").to(torch.bfloat16), "fp32 weights"),
         (lambda: build_tiny_model("llama", rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope type"),
+        (lambda: build_tiny_model("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1),
+         "mix full and sliding-window"),
     ],
 )
 def test_unsupported_models_are_refused_with_the_reason(make, reason: str) -> None:

@@ -46,6 +46,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
     cfg = model.config
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return f"hidden_act {cfg.hidden_act!r} (the native step runs SiLU)"
+    if len(set(getattr(cfg, "layer_types", None) or ["full_attention"])) > 1:
+        return "its blocks mix full and sliding-window attention (the native step gives every block the same)"
     rotary = model.model.rotary_emb
     if getattr(rotary, "rope_type", "default") not in STATIC_ROPE:
         return f"rope type {rotary.rope_type!r} changes with the sequence length"
@@ -54,6 +56,15 @@ def unsupported_reason(model: nn.Module) -> str | None:
     if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
         return "the native step needs fp32 weights on the CPU"
     return None
+
+
+def sliding_window(config: object) -> int | None:
+    """The attention window of every block (None: full attention), as HF's models read their config:
+    ``layer_types`` where the config has them (Qwen2), else ``sliding_window`` (Mistral)."""
+    kinds = getattr(config, "layer_types", None)
+    if kinds is not None and "sliding_attention" not in kinds:
+        return None
+    return getattr(config, "sliding_window", None)
 
 
 @dataclass
@@ -129,7 +140,7 @@ class NativeDecoder:
 
     def _describe(self, model: nn.Module) -> None:
         cfg, inner, d = model.config, model.model, _Description()
-        window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        window = sliding_window(cfg)
         d.ints += [len(inner.layers), cfg.hidden_size, self.heads, self.kv_heads, self.head_dim,
                    cfg.intermediate_size, self.vocab, self.max_positions, int(window or 0),
                    d.address(inner.embed_tokens.weight), d.address(inner.norm.weight),

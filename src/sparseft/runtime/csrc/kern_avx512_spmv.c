@@ -203,10 +203,6 @@ static T512 void spmv_i8(const sp_job *j, int64_t r0, int64_t r1) {
     }
 }
 
-/* A word with every column stored (dense rows: an int8 lm_head) needs no expand (-8% time on SmolLM2's head). */
-#define DENSE_OR_EXPAND(b, p) \
-    ((b) == ~0ULL ? _mm512_loadu_si512((const void *)(p)) : _mm512_maskz_expand_epi8((b), _mm512_loadu_si512((const void *)(p))))
-
 /* int8, rows one after another: each row's values and mask are read as one sequential stream (the 4-row
  * tiles above read 8 interleaved ones), 4 rows' sums reduced together. */
 static T512 void spmv_i8_seq(const sp_job *j, int64_t r0, int64_t r1) {
@@ -225,9 +221,9 @@ static T512 void spmv_i8_seq(const sp_job *j, int64_t r0, int64_t r1) {
             int64_t w = 0;
             for (; w + 2 <= KW; w += 2) {
                 const uint64_t b0 = m[w], b1 = m[w + 1];
-                __m512i e0 = DENSE_OR_EXPAND(b0, v);
+                __m512i e0 = SP_LOAD_OR_EXPAND_EPI8(b0, v);
                 v += __builtin_popcountll(b0);
-                __m512i e1 = DENSE_OR_EXPAND(b1, v);
+                __m512i e1 = SP_LOAD_OR_EXPAND_EPI8(b1, v);
                 v += __builtin_popcountll(b1);
                 h[i] = _mm512_dpbusd_epi32(h[i], _mm512_loadu_si512(j->xq_hi + 64 * w), e0);
                 l[i] = _mm512_dpbusd_epi32(l[i], _mm512_loadu_si512(j->xq_lo + 64 * w), e0);
@@ -235,7 +231,7 @@ static T512 void spmv_i8_seq(const sp_job *j, int64_t r0, int64_t r1) {
                 l2 = _mm512_dpbusd_epi32(l2, _mm512_loadu_si512(j->xq_lo + 64 * w + 64), e1);
             }
             if (w < KW) {
-                __m512i e = _mm512_maskz_expand_epi8(m[w], _mm512_loadu_si512(v));
+                __m512i e = SP_LOAD_OR_EXPAND_EPI8(m[w], v);
                 h[i] = _mm512_dpbusd_epi32(h[i], _mm512_loadu_si512(j->xq_hi + 64 * w), e);
                 l[i] = _mm512_dpbusd_epi32(l[i], _mm512_loadu_si512(j->xq_lo + 64 * w), e);
             }

@@ -82,9 +82,6 @@ INLINE T512 void tile(const w8_job *j, int64_t r, int nr, int64_t n0, const int 
     }
 }
 
-/* A word with every column stored (dense rows: an int8 lm_head) needs no expand. */
-#define DENSE_OR_EXPAND(b, p) ((b) == ~0ULL ? _mm512_loadu_si512((const void *)(p)) : EXPAND(b, p))
-
 /* Batch 1, rows one after another (sp_spmv_sequential, see sparse_common.h): one sequential stream of
  * values and of mask words; two words per step into separate sums so the vpdpbusd chains overlap. */
 INLINE T512 __m512i row_dot_seq(const w8_job *j, int64_t r) {
@@ -94,14 +91,14 @@ INLINE T512 __m512i row_dot_seq(const w8_job *j, int64_t r) {
     int64_t w = 0;
     for (; w + 2 <= j->KW; w += 2) {
         const uint64_t b0 = m[w], b1 = m[w + 1];
-        __m512i e0 = DENSE_OR_EXPAND(b0, v);
+        __m512i e0 = SP_LOAD_OR_EXPAND_EPI8(b0, v);
         v += __builtin_popcountll(b0);
-        __m512i e1 = DENSE_OR_EXPAND(b1, v);
+        __m512i e1 = SP_LOAD_OR_EXPAND_EPI8(b1, v);
         v += __builtin_popcountll(b1);
         a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(j->xu + 64 * w)), e0);
         b = _mm512_dpbusd_epi32(b, _mm512_loadu_si512((const void *)(j->xu + 64 * w + 64)), e1);
     }
-    if (w < j->KW) a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(j->xu + 64 * w)), EXPAND(m[w], v));
+    if (w < j->KW) a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(j->xu + 64 * w)), SP_LOAD_OR_EXPAND_EPI8(m[w], v));
     return _mm512_add_epi32(a, b);
 }
 

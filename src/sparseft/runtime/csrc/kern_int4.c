@@ -8,8 +8,8 @@
  * u * hi and u * lo. Every column so counts u = q_w + 8, and the 8 * sum(x) over each group that this
  * adds is taken off once per row from the group sums of x:
  *     y = sx * (sum_g s_g (256 H_g + L_g) - 8 sum_g s_g X_g),   H_g, L_g, X_g exact int32.
- * Other batch sizes and ISAs: the portable kernel (any batch); run_fp.c runs the AVX-512 one token by
- * token for batches above 1. */
+ * Other ISAs: the portable kernel (kern_portable.c, group scales included); run_fp.c runs the AVX-512
+ * one token by token for batches above 1. */
 #include <math.h>
 #include <string.h>
 #include "sparse_common.h"
@@ -44,31 +44,6 @@ void sp_i4_prep_x(sp_job *j, const float *x, int64_t sc, void *buf) {
     j->xs_hi = hi;
     j->xgsum = gsum;
     j->xscale = scale;
-}
-
-/* Any batch, fp32 x ([N][Kp]): sum_g s_g sum_(c in g) (u - 8) x[c]. */
-void sp_spmm_i4_portable(const sp_job *j, int64_t r0, int64_t r1) {
-    const int64_t G = I4_GROUPS(j->KW);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint64_t *m = j->mask + r * j->KW;
-        const float *s = j->gscales + r * G;
-        for (int64_t n = 0; n < j->N; n++) {
-            const float *x = j->x32 + n * j->Kp;
-            int64_t i = j->rowptr[r];
-            float acc = 0.f;
-            for (int64_t w = 0; w < j->KW; w++) {
-                uint64_t b = m[w];
-                float part = 0.f;
-                while (b) {
-                    int c = __builtin_ctzll(b);
-                    b &= b - 1;
-                    part += (float)(sp_i4_code(j->vals, i++) - 8) * x[64 * w + c];
-                }
-                acc += part * s[w / 2];
-            }
-            sp_store(j, n, r, acc);
-        }
-    }
 }
 
 #if defined(__x86_64__)
@@ -139,5 +114,5 @@ T512 void sp_spmv_i4_avx512(const sp_job *j, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) sp_store(j, 0, r, i4_row(j, &c, r));
 }
 #else
-void sp_spmv_i4_avx512(const sp_job *j, int64_t r0, int64_t r1) { sp_spmm_i4_portable(j, r0, r1); }
+void sp_spmv_i4_avx512(const sp_job *j, int64_t r0, int64_t r1) { sp_spmm_portable(j, r0, r1); }
 #endif

@@ -100,6 +100,17 @@ static PyObject *py_pack(PyObject *self, PyObject *args) {
     return cap;
 }
 
+/* n integer arguments of a METH_FASTCALL call into out; 0, or -1 with the Python error set. */
+static int int_args(PyObject *const *args, int n, long long *out) {
+    for (int i = 0; i < n; i++) {
+        out[i] = PyLong_AsLongLong(args[i]);
+        if (out[i] == -1 && PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
+static int clamp_threads(long long n) { return n < 1 ? 1 : n > 64 ? 64 : (int)n; }
+
 /* METH_FASTCALL: decode calls this ~120 times per token, so no argument tuple is built. */
 static PyObject *py_linear(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -110,13 +121,9 @@ static PyObject *py_linear(PyObject *self, PyObject *const *args, Py_ssize_t nar
     const sp_weight *w = (const sp_weight *)PyCapsule_GetPointer(args[0], CAPSULE);
     if (!w) return NULL;
     long long v[8];
-    for (int i = 0; i < 8; i++) {
-        v[i] = PyLong_AsLongLong(args[i + 1]);
-        if (v[i] == -1 && PyErr_Occurred()) return NULL;
-    }
+    if (int_args(args + 1, 8, v)) return NULL;
     const long long x = v[0], N = v[1], sr = v[2], sc = v[3], y = v[4];
-    const int isa = (int)v[5], act = (int)v[7];
-    int nthreads = (int)v[6];
+    const int isa = (int)v[5], act = (int)v[7], nthreads = clamp_threads(v[6]);
     const double in_scale = PyFloat_AsDouble(args[9]);
     if (in_scale == -1.0 && PyErr_Occurred()) return NULL;
     const int raw_acc = PyObject_IsTrue(args[10]);
@@ -129,8 +136,6 @@ static PyObject *py_linear(PyObject *self, PyObject *const *args, Py_ssize_t nar
                         "bitmask index, K <= 65536)");
         return NULL;
     }
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > 64) nthreads = 64;
     if (w->M == 0 || N == 0) Py_RETURN_NONE;
     int rc;
     const float *xp = (const float *)(intptr_t)x;
@@ -186,19 +191,13 @@ static PyObject *py_native_step(PyObject *self, PyObject *const *args, Py_ssize_
     const ns_model *m = (const ns_model *)PyCapsule_GetPointer(args[0], NATIVE);
     if (!m) return NULL;
     long long v[5];
-    for (int i = 0; i < 5; i++) {
-        v[i] = PyLong_AsLongLong(args[i + 1]);
-        if (v[i] == -1 && PyErr_Occurred()) return NULL;
-    }
+    if (int_args(args + 1, 5, v)) return NULL;
     const long long tok = v[0], pos = v[1], logits = v[2];
-    const int isa = (int)v[3];
-    int nthreads = (int)v[4];
+    const int isa = (int)v[3], nthreads = clamp_threads(v[4]);
     if (tok < 0 || tok >= m->V || pos < 0 || pos >= m->T || !logits || isa < 0 || isa > sp_best_isa()) {
         PyErr_SetString(PyExc_ValueError, "_kernels.native_step: token, position or ISA out of range");
         return NULL;
     }
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > 64) nthreads = 64;
     int64_t best;
     Py_BEGIN_ALLOW_THREADS
     best = ns_step(m, tok, pos, (float *)(intptr_t)logits, isa, nthreads);

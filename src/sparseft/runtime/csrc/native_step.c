@@ -233,7 +233,8 @@ static int block_step(const ns_model *m, int64_t l, int64_t pos, float *x, float
 
 int64_t ns_step(const ns_model *m, int64_t tok, int64_t pos, float *logits, int isa, int nthreads) {
     const int64_t H = m->H, D = m->D, half = D / 2;
-    const int64_t width = H + 2 * H + (m->NH + 2 * m->NKV) * D + m->NH * D + 2 * m->I + m->NH * m->T + D;
+    /* x, cos | sin, then block_step's buffer: h, q | k | v, attention output, gate | up, scores */
+    const int64_t width = H + D + H + (m->NH + 2 * m->NKV) * D + m->NH * D + 2 * m->I + m->NH * m->T;
     float *mem = (float *)malloc(sizeof(float) * (size_t)width);
     if (!mem) return -1;
     float *x = mem, *cs = x + H, *sn = cs + half, *buf = sn + half;

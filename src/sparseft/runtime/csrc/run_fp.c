@@ -85,7 +85,7 @@ static int run_i4(task *tk, const float *x, int64_t N, int64_t sr, int64_t sc, f
         }
     } else {
         xsrc src = {x, sr, sc};
-        tk->kern = sp_spmm_i4_portable;
+        tk->kern = sp_spmm_portable;
         prep_rows(&src, N, j->K, j->Kp, (float *)buf);
         j->x32 = (const float *)buf;
         pool_run_rows(run_task, tk, j->rowptr, j->M, j->KW, 1, 4, nthreads);
