@@ -28,4 +28,4 @@ def delta_formats() -> list[str]:
     """The value formats the delta index stores (grouped-scale formats such as int4 take the bitmask only)."""
     from sparseft.runtime.formats import FORMATS, get_format
 
-    return [f for f in FORMATS if not get_format(f).group_columns]
+    return [f for f in FORMATS if "delta" in get_format(f).indexes]

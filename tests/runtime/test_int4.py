@@ -12,6 +12,8 @@ from sparseft.runtime import SparseLinear, compress, sparse_matmul
 from sparseft.runtime.formats import get_format
 from tiny_models import build_tiny_model
 
+LAYER4 = "model.layers.0.mlp.up_proj"
+
 
 def reference_int4(w: torch.Tensor) -> tuple[list[int], list[float]]:
     """Codes of the nonzeros (row-major) and the scales, one loop per group of 128 padded columns."""
@@ -95,3 +97,55 @@ def test_runtime_tokens_equal_the_dequantized_dense_model(family: str) -> None:
     prompt = torch.tensor([[1, 5, 9, 3, 7]])
     want = dense.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False)
     assert torch.equal(model.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False), want)
+
+
+@pytest.fixture(scope="module")
+def int4_checkpoint(tmp_path_factory):
+    from runtime_helpers import tiny_llama
+
+    from sparseft.runtime import save_compressed, sparsify_model
+
+    model = tiny_llama(0.7)
+    sparsify_model(model, "int4")
+    return save_compressed(model, tmp_path_factory.mktemp("ck4") / "model")
+
+
+def _crafted(src, dst, tensors=None, meta=None):
+    import shutil
+
+    from crafted import edit_meta, edit_tensors, resign
+
+    shutil.copytree(src, dst)
+    if tensors:
+        edit_tensors(dst, tensors)
+    if meta:
+        edit_meta(dst, meta)
+    resign(dst)
+    return dst
+
+
+def _delta_mask(state: dict) -> None:
+    """A delta index of the right length for the layer's values (what a crafted delta int4 layer holds)."""
+    nnz = int(state[f"{LAYER4}.rowptr"][-1])
+    state[f"{LAYER4}.mask"] = torch.zeros(nnz + 64, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize(
+    "tensors,meta,message",
+    [
+        (lambda s: s.__setitem__(f"{LAYER4}.scales", s[f"{LAYER4}.scales"][:-1]), None, "scales"),
+        (lambda s: s[f"{LAYER4}.scales"].__setitem__(0, 0.0), None, "scales must be positive"),
+        (lambda s: s.__setitem__(f"{LAYER4}.values", s[f"{LAYER4}.values"][:10]), None, "values"),
+        (_delta_mask, lambda m: m["layers"][LAYER4].__setitem__("index", "delta"), "bitmask index only"),
+    ],
+    ids=["short-scales", "zero-scale", "short-values", "delta-index"],
+)
+def test_crafted_int4_checkpoints_are_refused_clearly(int4_checkpoint, tmp_path, tensors, meta, message) -> None:
+    from sparseft.errors import CheckpointError
+    from sparseft.runtime import load_compressed
+
+    load_compressed(int4_checkpoint)  # the untouched file loads
+    bad = _crafted(int4_checkpoint, tmp_path / "bad", tensors, meta)
+    with pytest.raises(CheckpointError, match=message):
+        load_compressed(bad)
+

@@ -196,6 +196,9 @@ def _check_layer_tensors(name: str, rec: dict[str, Any], header: dict, probe: nn
     index = rec.get("index", "bitmask")
     if index not in ("bitmask", "delta"):
         raise CheckpointError(f"layer {name}: unknown index {index!r}")
+    if index not in get_format(fmt).indexes:
+        raise CheckpointError(f"layer {name}: {fmt} values are stored with the {' / '.join(get_format(fmt).indexes)} "
+                              f"index only, the record says {index!r}")
     for part, (dtype, shape) in tensor_sizes(*rec["shape"], rec["nnz"], fmt, index).items():
         stored = header.get(f"{name}.{part}")
         if stored != (_SAFETENSORS_DTYPES[dtype], shape):

@@ -137,8 +137,8 @@ class CompressedWeight:
         if self.values.dim() != 1 or self.values.numel() < want:
             raise ConfigError(f"values must hold {nnz} stored values + {PAD_BYTES} bytes of padding ({want} "
                               f"{fmt.dtype} elements), got {self.values.numel()}")
-        if self.index == "delta" and fmt.group_columns:
-            raise ConfigError(f"{fmt.name} values (grouped scales) are stored with the bitmask index only")
+        if self.index not in fmt.indexes:
+            raise ConfigError(f"{fmt.name} values are stored with the {' / '.join(fmt.indexes)} index only")
         if self.index == "delta":
             if self.mask.dtype != torch.uint8 or self.mask.dim() != 1 or self.mask.numel() < nnz + PAD_BYTES:
                 raise ConfigError(f"the delta index needs a uint8 mask of >= {nnz + PAD_BYTES} entries")
@@ -237,7 +237,7 @@ DELTA_BELOW = {name: get_format(name).delta_below for name in FORMATS}
 
 
 def _choose_index(m: int, k: int, nnz: int, fmt: ValueFormat) -> str:
-    if fmt.group_columns:
+    if "delta" not in fmt.indexes:
         return "bitmask"
     return "delta" if nnz < fmt.delta_below * m * k else "bitmask"
 
@@ -271,8 +271,8 @@ def compress(
         index = _choose_index(m, k, int(keep.sum()), vf)
     if index not in INDEXES:
         raise ConfigError(f"unknown index {index!r}; expected one of {', '.join(INDEXES)} or auto")
-    if index == "delta" and vf.group_columns:
-        raise ConfigError(f"{vf.name} values (grouped scales) are stored with the bitmask index only")
+    if index not in vf.indexes:
+        raise ConfigError(f"{vf.name} values are stored with the {' / '.join(vf.indexes)} index only")
     q, scales = vf.encode(w, scales)
     if index == "delta":
         return _compress_delta(q, keep, vf, scales)

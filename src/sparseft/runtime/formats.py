@@ -35,7 +35,8 @@ class ValueFormat:
     (density below which ``index="auto"`` picks the delta index; 0 = never), ``amx_min_batch`` (smallest
     batch run on the AMX kernels in "auto" mode; 0 = never), ``int_sum_max_k`` (integer values: the widest
     input whose int32 sums in the VNNI / AMX / W8A8 kernels stay exact; None for float values),
-    ``group_columns`` (scales per row and group of this many columns, 0 = one per row), and the
+    ``group_columns`` (scales per row and group of this many columns, 0 = one per row), ``indexes`` (the
+    index layouts its kernels read: "bitmask", "delta"), and the
     capabilities ``has_scales`` and ``supports_int8_activations`` (W8A8 kernels)."""
 
     name: str
@@ -46,6 +47,7 @@ class ValueFormat:
     amx_min_batch: int = 0
     int_sum_max_k: int | None = None
     group_columns: int = 0
+    indexes: tuple[str, ...] = ("bitmask", "delta")
     has_scales: bool = False
     supports_int8_activations: bool = False
 
@@ -179,6 +181,7 @@ class Int4(ValueFormat):
 
     name, dtype, kernel_id, value_bits, delta_below = "int4", torch.uint8, 4, 4, 0.0
     group_columns = 128
+    indexes = ("bitmask",)  # the delta kernel has no group scales
     has_scales = True
 
     def stored_len(self, nnz: int) -> int:
