@@ -12,6 +12,14 @@ def masked(shape: tuple[int, int], sparsity: float, seed: int = 0) -> torch.Tens
     return w * (torch.rand(shape, generator=g) >= sparsity)
 
 
+def all_nonzero(shape: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """A random dense (out, in) weight whose int8 and int4 rounding keeps every value nonzero
+    (|w| in [0.5, 1.5] of either sign), so every column stays stored."""
+    g = torch.Generator().manual_seed(seed)
+    sign = torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0)
+    return sign * (0.5 + torch.rand(shape, generator=g))
+
+
 def tiny_llama(sparsity: float = 0.7, seed: int = 0):
     """A 2-layer random Llama (hidden 64) with its Linear weights randomly masked."""
     from tiny_models import build_tiny_model

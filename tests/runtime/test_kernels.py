@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from runtime_helpers import delta_formats, masked
+from runtime_helpers import all_nonzero, delta_formats, masked
 
 from sparseft.runtime.format import compress
 from sparseft.runtime.formats import FORMATS
-from sparseft.runtime.kernels import best_isa, forced_isa, set_num_threads, sparse_matmul
+from sparseft.runtime.kernels import best_isa, forced_isa, pack_weight, set_num_threads, sparse_matmul
 
 # Relative to max |x| |W|^T: fp32 rounding (fp16: exact values, fp32 sums); bf16 path splits x into two
 # bf16; int8 path quantizes x to 16 bits, int4 to 15 bits.
@@ -41,6 +41,15 @@ def test_matches_dense(isa: str, fmt: str, batch: int, shape: tuple[int, int], s
     w = masked(shape, sparsity, seed=shape[0] * 1000 + shape[1])
     x = torch.randn(batch, shape[1])
     check(x, w, fmt, isa)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("shape", [(5, 63), (37, 130), (66, 257), (9, 576)])
+def test_dense_rows_match_dense(isa: str, fmt: str, shape: tuple[int, int]) -> None:
+    """Every column stored (a dense lm_head in the bitmask layout): the batch-1 kernels that read no mask."""
+    w = all_nonzero(shape, seed=shape[1])
+    assert pack_weight(compress(w, fmt)).all_stored
+    check(torch.randn(1, shape[1]), w, fmt, isa, bias=torch.randn(shape[0]))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

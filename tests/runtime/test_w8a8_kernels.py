@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from runtime_helpers import masked
+from runtime_helpers import all_nonzero, masked
 
 from sparseft.errors import ConfigError
 from sparseft.quant import quantize_activation, quantize_per_token, quantize_weight
-from sparseft.runtime.format import compress
-from sparseft.runtime.kernels import forced_isa, set_num_threads, sparse_matmul_w8a8
+from sparseft.runtime.format import DENSE_ABOVE, compress
+from sparseft.runtime.kernels import forced_isa, pack_weight, set_num_threads, sparse_matmul_w8a8
 
 
 def reference(x: torch.Tensor, w: torch.Tensor, bias=None, input_scale=None):
@@ -94,6 +94,28 @@ def test_largest_inputs_stay_exact(isa: str) -> None:
     w[2, ::2] = 0.0
     x = torch.cat([torch.full((1, k), 2.0), torch.full((1, k), -2.0)])
     check(x, w, isa)
+
+
+@pytest.mark.parametrize("shape", [(5, 63), (37, 130), (66, 257), (9, 576), (13, 1000)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_dense_rows_exact(isa: str, shape: tuple[int, int], batch: int) -> None:
+    """Every column stored (an int8 lm_head): batch 1 takes the kernels without mask words; the tail
+    word of a row (K not a multiple of 64) must not read the next row's values."""
+    w = all_nonzero(shape, seed=shape[1])
+    assert pack_weight(compress(w, "int8"), act="dynamic-int8").all_stored
+    check(torch.randn(batch, shape[1]), w, isa, bias=torch.randn(shape[0]))
+
+
+def test_nearly_dense_weights_store_their_zeros(isa: str) -> None:
+    """At DENSE_ABOVE density or more every column is stored (zeros as values) and the kernels skip the
+    mask; just below it, zeros are left out and the mask path runs; both compute the same products."""
+    g = torch.Generator().manual_seed(7)
+    for density, stored in [(DENSE_ABOVE + 0.02, True), (DENSE_ABOVE - 0.05, False)]:
+        w = all_nonzero((21, 300)) * (torch.rand(21, 300, generator=g) < density)
+        cw = compress(w, "int8")
+        assert pack_weight(cw).all_stored == stored and (cw.nnz == w.numel()) == stored
+        assert torch.equal(cw.decompress() == 0, w == 0)
+        check(torch.randn(1, 300), w, isa)
 
 
 def test_too_wide_or_wrong_format_is_refused() -> None:

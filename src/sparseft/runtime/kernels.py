@@ -113,6 +113,12 @@ class WeightHandle:
             cw.rowptr.data_ptr(), _addr(cw.scales), _addr(rowsum), _addr(bias),
         )  # fmt: skip
 
+    @property
+    def all_stored(self) -> bool:
+        """True when every column is stored (a dense matrix in the bitmask layout, e.g. an int8 lm_head):
+        its batch-1 AVX-512 kernels then read plain rows, no mask words and no expand."""
+        return _kernels.all_stored(self.capsule)
+
 
 def _addr(t: torch.Tensor | None) -> int:
     return t.data_ptr() if t is not None and t.numel() else 0

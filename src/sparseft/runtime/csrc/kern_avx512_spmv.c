@@ -161,7 +161,19 @@ static T512 void spmv_f16(const sp_job *j, int64_t r0, int64_t r1) {
     }
 }
 
-/* int8: y = scale_r * sx * (256 * (sum(q * hi) - 128 * rowsum) + sum(q * lo)). */
+/* int8: y = scale_r * sx * (256 * (sum(q * hi) - 128 * rowsum) + sum(q * lo)), for rows r .. r+nr-1 from
+ * their hi / lo digit sums. Lane sums fit int32: each row's sums do (K <= 65536, checked by module.c). */
+static inline __attribute__((always_inline)) T512 void i8_store4(const sp_job *j, int64_t r, int nr, const __m512i h[4],
+                                                                 const __m512i l[4]) {
+    int32_t hs[4], ls[4];
+    _mm_storeu_si128((__m128i *)hs, reduce4_epi32(h[0], h[1], h[2], h[3]));
+    _mm_storeu_si128((__m128i *)ls, reduce4_epi32(l[0], l[1], l[2], l[3]));
+    for (int i = 0; i < nr; i++) {
+        int64_t dot = 256 * (hs[i] - 128 * (int64_t)j->rowsum[r + i]) + ls[i];
+        sp_store(j, 0, r + i, (float)((double)dot * j->xscale[0]));
+    }
+}
+
 static T512 void spmv_i8(const sp_job *j, int64_t r0, int64_t r1) {
     const int8_t *V = (const int8_t *)j->vals;
     const int64_t KW = j->KW;
@@ -192,14 +204,8 @@ static T512 void spmv_i8(const sp_job *j, int64_t r0, int64_t r1) {
             LANE(0, h0, l0, b0); LANE(1, h1, l1, b1); LANE(2, h2, l2, b2); LANE(3, h3, l3, b3);
 #undef LANE
         }
-        /* lane sums fit int32: each row's sums do (K <= 65536, checked by module.c) */
-        int32_t hs[4], ls[4];
-        _mm_storeu_si128((__m128i *)hs, reduce4_epi32(h0, h1, h2, h3));
-        _mm_storeu_si128((__m128i *)ls, reduce4_epi32(l0, l1, l2, l3));
-        for (int i = 0; i < nr; i++) {
-            int64_t dot = 256 * (hs[i] - 128 * (int64_t)j->rowsum[r + i]) + ls[i];
-            sp_store(j, 0, r + i, (float)((double)dot * j->xscale[0]));
-        }
+        const __m512i h[4] = {h0, h1, h2, h3}, l[4] = {l0, l1, l2, l3};
+        i8_store4(j, r, nr, h, l);
     }
 }
 
@@ -238,13 +244,32 @@ static T512 void spmv_i8_seq(const sp_job *j, int64_t r0, int64_t r1) {
             h[i] = _mm512_add_epi32(h[i], h2);
             l[i] = _mm512_add_epi32(l[i], l2);
         }
-        int32_t hs[4], ls[4];
-        _mm_storeu_si128((__m128i *)hs, reduce4_epi32(h[0], h[1], h[2], h[3]));
-        _mm_storeu_si128((__m128i *)ls, reduce4_epi32(l[0], l[1], l[2], l[3]));
-        for (int i = 0; i < nr; i++) {
-            int64_t dot = 256 * (hs[i] - 128 * (int64_t)j->rowsum[r + i]) + ls[i];
-            sp_store(j, 0, r + i, (float)((double)dot * j->xscale[0]));
+        i8_store4(j, r, nr, h, l);
+    }
+}
+
+/* int8 with every column stored (j->full, e.g. an int8 lm_head): 4 rows side by side, plain loads, no
+ * mask words (see full_rows of kern_avx512_w8a8.c). */
+static T512 void spmv_i8_full(const sp_job *j, int64_t r0, int64_t r1) {
+    const int64_t K = j->K, KW = j->KW;
+    const __mmask64 tail = K % 64 ? (__mmask64)((1ULL << (K % 64)) - 1) : ~(__mmask64)0;
+    const __m512i z = _mm512_setzero_si512();
+    for (int64_t r = r0; r < r1; r += 4) {
+        const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+        const int8_t *v[4];
+        for (int i = 0; i < 4; i++) v[i] = (const int8_t *)j->vals + (r + (i < nr ? i : 0)) * K;
+        __m512i h[4] = {z, z, z, z}, l[4] = {z, z, z, z};
+        for (int64_t w = 0; w < KW; w++) {
+            const int plain = w + 1 < KW || tail == ~(__mmask64)0; /* masked loads are slow (full_rows, w8a8) */
+            const __m512i xhi = _mm512_loadu_si512(j->xq_hi + 64 * w), xlo = _mm512_loadu_si512(j->xq_lo + 64 * w);
+            for (int i = 0; i < 4; i++) {
+                SP_FULL_PF(v[i] + 64 * w);
+                const __m512i e = plain ? _mm512_loadu_si512(v[i] + 64 * w) : _mm512_maskz_loadu_epi8(tail, v[i] + 64 * w);
+                h[i] = _mm512_dpbusd_epi32(h[i], xhi, e);
+                l[i] = _mm512_dpbusd_epi32(l[i], xlo, e);
+            }
         }
+        i8_store4(j, r, nr, h, l);
     }
 }
 
@@ -252,6 +277,7 @@ T512 void sp_spmv_avx512(const sp_job *j, int64_t r0, int64_t r1) {
     if (j->fmt == FMT_F32) spmv_f32(j, r0, r1);
     else if (j->fmt == FMT_BF16) spmv_bf16(j, r0, r1);
     else if (j->fmt == FMT_F16) spmv_f16(j, r0, r1);
+    else if (j->full) spmv_i8_full(j, r0, r1);
     else if (sp_spmv_sequential) spmv_i8_seq(j, r0, r1);
     else spmv_i8(j, r0, r1);
 }

@@ -69,6 +69,19 @@ static PyObject *py_set_spmv_sequential(PyObject *self, PyObject *arg) {
     return PyBool_FromLong(old);
 }
 
+/* sp_weight.full: a bitmask weight whose rows are all dense (the mask was read when packing anyway). */
+static int all_stored(const sp_weight *w) {
+    if (w->delta || w->M == 0) return 0;
+    const uint64_t *m = (const uint64_t *)w->mask;
+    const uint64_t tail = w->K % 64 ? (1ULL << (w->K % 64)) - 1 : ~0ULL;
+    for (int64_t r = 0; r < w->M; r++) {
+        if (w->rowptr[r] != r * w->K) return 0;
+        for (int64_t k = 0; k < w->KW; k++)
+            if (m[r * w->KW + k] != (k + 1 < w->KW ? ~0ULL : tail)) return 0;
+    }
+    return 1;
+}
+
 static void free_weight(PyObject *capsule) { free(PyCapsule_GetPointer(capsule, CAPSULE)); }
 
 static PyObject *py_pack(PyObject *self, PyObject *args) {
@@ -95,6 +108,7 @@ static PyObject *py_pack(PyObject *self, PyObject *args) {
     w->scales = (const float *)(intptr_t)scales;
     w->rowsum = (const int32_t *)(intptr_t)rowsum;
     w->bias = (const float *)(intptr_t)bias;
+    w->full = all_stored(w);
     PyObject *cap = PyCapsule_New(w, CAPSULE, free_weight);
     if (!cap) free(w);
     return cap;
@@ -151,6 +165,12 @@ static PyObject *py_weight_address(PyObject *self, PyObject *capsule) {
     (void)self;
     void *w = PyCapsule_GetPointer(capsule, CAPSULE);
     return w ? PyLong_FromVoidPtr(w) : NULL;
+}
+
+static PyObject *py_all_stored(PyObject *self, PyObject *capsule) {
+    (void)self;
+    const sp_weight *w = (const sp_weight *)PyCapsule_GetPointer(capsule, CAPSULE);
+    return w ? PyBool_FromLong(w->full) : NULL;
 }
 
 /* ---- the native decode step (native_step.c) ---- */
@@ -225,6 +245,8 @@ static PyMethodDef methods[] = {
      "linear(handle, x, N, x_row_stride, x_col_stride, y, isa, nthreads, act, in_scale, raw_acc): "
      "y[N][M] = x W^T + b for fp32 x. act 0: fp32 activations; 1: int8 activations (in_scale 0: per token, "
      "> 0: static), y fp32, or with raw_acc the int32 [N][M] integer dot products."},
+    {"all_stored", py_all_stored, METH_O,
+     "all_stored(handle) -> bool: every column of the weight is stored (its batch-1 kernels read no mask)."},
     {"weight_address", py_weight_address, METH_O,
      "weight_address(handle) -> int: the address of a packed weight, for a native_new description."},
     {"native_new", py_native_new, METH_VARARGS,

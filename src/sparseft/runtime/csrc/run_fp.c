@@ -108,6 +108,7 @@ int sp_run_fp(const sp_weight *w, const float *x, int64_t N, int64_t sr, int64_t
     j->rowptr = w->rowptr;
     j->scales = w->scales;
     j->rowsum = w->rowsum;
+    j->full = w->full;
     j->bias = w->bias;
     j->N = N;
     j->y = y;

@@ -26,6 +26,7 @@ typedef struct {
     const float *wscale;    /* [M] */
     const int32_t *rowsum;  /* [M] */
     const float *bias;      /* [M] or NULL */
+    int full;               /* sp_weight.full: every column stored (no mask read at batch 1) */
     int64_t N;
     const uint8_t *xu;      /* [N][Kp] q + 128; padding columns hold 128 (q = 0) */
     const float *xscale;    /* [N] */

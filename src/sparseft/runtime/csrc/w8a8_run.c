@@ -58,6 +58,7 @@ int sp_run_w8a8(const sp_weight *w, const float *xp, int64_t N, int64_t sr, int6
     j->rowptr = w->rowptr;
     j->wscale = w->scales;
     j->rowsum = w->rowsum;
+    j->full = w->full;
     j->bias = w->bias;
     j->N = N;
     if (raw_acc) j->acc_out = (int32_t *)y;
