@@ -22,12 +22,13 @@ NEW = 12
 
 @torch.no_grad()
 def hf_steps(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """HF's greedy tokens after PROMPT and the logits of every decode step (token by token with a cache)."""
+    """HF's greedy tokens after PROMPT and the logits of the prompt's last position and of every decode step
+    (token by token with a cache)."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
     out = model(input_ids=PROMPT, past_key_values=cache, use_cache=True)
-    ids, logits = [int(out.logits[0, -1].argmax())], []
+    ids, logits = [int(out.logits[0, -1].argmax())], [out.logits[0, -1]]
     for _ in range(tokens - 1):
         out = model(input_ids=torch.tensor([[ids[-1]]]), past_key_values=cache, use_cache=True)
         logits.append(out.logits[0, -1])
@@ -37,7 +38,8 @@ def hf_steps(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def native_steps(model: nn.Module, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     decoder = NativeDecoder(model, max_positions=32)
-    ids, logits = [decoder.prefill(PROMPT)], []
+    ids = [decoder.prefill(PROMPT)]  # the whole prompt in one native forward, projections at batch 7
+    logits = [decoder.logits.clone()]
     for i in range(tokens - 1):
         ids.append(decoder.step(ids[-1], PROMPT.shape[1] + i))
         logits.append(decoder.logits.clone())
@@ -99,6 +101,24 @@ def test_sliding_window_attention_matches_mistral() -> None:
     assert_same_decode(mistral(window=4))
     # the window decides what is attended: without it, the same weights give other logits
     assert not torch.allclose(hf_steps(mistral(window=None), NEW)[1], native_steps(mistral(window=4), NEW)[1])
+
+
+def test_prompt_forward_fills_the_cache_with_hfs_keys_and_values() -> None:
+    """The batched prompt forward writes HF's rotated keys and values at every prompt position, and nothing
+    past them."""
+    from transformers import DynamicCache
+
+    model = sparse_tiny("llama", "int8")
+    cache = DynamicCache()
+    with torch.no_grad():
+        model(input_ids=PROMPT, past_key_values=cache, use_cache=True)
+    decoder = NativeDecoder(model, max_positions=16)
+    decoder.prefill(PROMPT)
+    n = PROMPT.shape[1]
+    for i, layer in enumerate(cache.layers):
+        torch.testing.assert_close(decoder.kcache[i, :, :n], layer.keys[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(decoder.vcache[i, :, :n], layer.values[0], rtol=1e-5, atol=1e-5)
+    assert not decoder.kcache[:, :, n:].any() and not decoder.vcache[:, :, n:].any()
 
 
 def test_two_threads_give_the_same_tokens() -> None:

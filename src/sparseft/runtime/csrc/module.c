@@ -219,8 +219,36 @@ static PyObject *py_native_step(PyObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     }
     int64_t best;
+    const int64_t token = tok;
     Py_BEGIN_ALLOW_THREADS
-    best = ns_step(m, tok, pos, (float *)(intptr_t)logits, isa, nthreads);
+    best = ns_forward(m, &token, 1, pos, (float *)(intptr_t)logits, isa, nthreads);
+    Py_END_ALLOW_THREADS
+    if (best < 0) return PyErr_NoMemory();
+    return PyLong_FromLongLong(best);
+}
+
+static PyObject *py_native_prompt(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "_kernels.native_prompt takes 7 arguments");
+        return NULL;
+    }
+    const ns_model *m = (const ns_model *)PyCapsule_GetPointer(args[0], NATIVE);
+    if (!m) return NULL;
+    long long v[6];
+    if (int_args(args + 1, 6, v)) return NULL;
+    const long long toks = v[0], n = v[1], pos0 = v[2], logits = v[3];
+    const int isa = (int)v[4], nthreads = clamp_threads(v[5]);
+    const int64_t *t = (const int64_t *)(intptr_t)toks;
+    int bad = !toks || n < 1 || pos0 < 0 || pos0 + n > m->T || !logits || isa < 0 || isa > sp_best_isa();
+    for (long long i = 0; !bad && i < n; i++) bad = t[i] < 0 || t[i] >= m->V;
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "_kernels.native_prompt: tokens, positions or ISA out of range");
+        return NULL;
+    }
+    int64_t best;
+    Py_BEGIN_ALLOW_THREADS
+    best = ns_forward(m, t, n, pos0, (float *)(intptr_t)logits, isa, nthreads);
     Py_END_ALLOW_THREADS
     if (best < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(best);
@@ -255,6 +283,9 @@ static PyMethodDef methods[] = {
     {"native_step", (PyCFunction)(void (*)(void))py_native_step, METH_FASTCALL,
      "native_step(model, token, position, logits, isa, nthreads) -> int: one decode step (keys / values into "
      "the model's cache, logits [V] fp32 to the address), returns the argmax token."},
+    {"native_prompt", (PyCFunction)(void (*)(void))py_native_prompt, METH_FASTCALL,
+     "native_prompt(model, tokens, n, position, logits, isa, nthreads) -> int: n prompt tokens (int64 at the "
+     "address) from position on, their projections at batch n; the last one's logits and argmax, as native_step."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kernels", "Sparse bitmask kernels (C).", -1, methods,

@@ -1,6 +1,7 @@
-/* The batch-1 decode step of a Llama-family decoder (see native_step.h for the math it follows). The
- * projections run on the sparse kernels (sp_run_fp / sp_run_w8a8, threaded by the pool) or on the dense
- * fp32 GEMV below; everything between them is a few thousand flops per block, done on the caller. */
+/* The forward of a Llama-family decoder over n tokens (a decode step: n = 1; a prompt: n > 1), see
+ * native_step.h for the math it follows. The projections run on the sparse kernels at batch n (sp_run_fp /
+ * sp_run_w8a8, threaded by the pool) or on the dense fp32 GEMV below; everything between them is a few
+ * thousand flops per block and token, done on the caller. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -18,8 +19,9 @@
 
 typedef struct {
     const ns_proj *p;
-    const float *x;
-    float *y;
+    const float *x; /* [n][K] */
+    float *y;       /* [n][M] */
+    int64_t n;
     int isa;
     atomic_llong next;
 } dense_task;
@@ -71,35 +73,49 @@ static void dense_run(void *arg, int t, int nt) {
         int64_t r0 = atomic_fetch_add_explicit(&tk->next, DENSE_CHUNK, memory_order_relaxed);
         if (r0 >= M) break;
         int64_t r1 = r0 + DENSE_CHUNK < M ? r0 + DENSE_CHUNK : M;
+        /* token after token over the same chunk of rows: its weights stay in cache */
+        for (int64_t t = 0; t < tk->n; t++) {
+            const float *x = tk->x + t * tk->p->K;
+            float *y = tk->y + t * M;
 #if defined(__x86_64__)
-        if (tk->isa == ISA_AVX512) {
-            dense_rows_avx512(tk->p, tk->x, tk->y, r0, r1);
-            continue;
-        }
+            if (tk->isa == ISA_AVX512) {
+                dense_rows_avx512(tk->p, x, y, r0, r1);
+                continue;
+            }
 #endif
-        dense_rows_portable(tk->p, tk->x, tk->y, r0, r1);
+            dense_rows_portable(tk->p, x, y, r0, r1);
+        }
     }
 }
 
-/* y[M] = W x (+ bias): 0, or -1 when the sparse kernels ran out of memory. */
-static int proj_run(const ns_proj *p, const float *x, float *y, int isa, int nthreads) {
+/* y[n][M] = x[n][K] W^T (+ bias): 0, or -1 when the sparse kernels ran out of memory. */
+static int proj_run(const ns_proj *p, const float *x, int64_t n, float *y, int isa, int nthreads) {
     if (p->sparse) {
-        if (p->act) return sp_run_w8a8(p->sparse, x, 1, p->K, 1, y, isa, nthreads, p->in_scale, 0);
-        return sp_run_fp(p->sparse, x, 1, p->K, 1, y, isa, nthreads);
+        if (p->act) return sp_run_w8a8(p->sparse, x, n, p->K, 1, y, isa, nthreads, p->in_scale, 0);
+        return sp_run_fp(p->sparse, x, n, p->K, 1, y, isa, nthreads);
     }
-    dense_task tk = {p, x, y, isa, 0};
+    dense_task tk = {p, x, y, n, isa, 0};
     int chunks = (int)((p->M + DENSE_CHUNK - 1) / DENSE_CHUNK);
     pool_run(dense_run, &tk, nthreads < chunks ? nthreads : chunks);
     if (p->bias)
-        for (int64_t r = 0; r < p->M; r++) y[r] += p->bias[r];
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t r = 0; r < p->M; r++) y[t * p->M + r] += p->bias[r];
     return 0;
 }
 
-/* Parts written one after the other into y. */
-static int parts_run(const ns_proj *parts, int n, const float *x, float *y, int isa, int nthreads) {
-    for (int i = 0; i < n; i++) {
-        if (proj_run(&parts[i], x, y, isa, nthreads)) return -1;
-        y += parts[i].M;
+/* Parts side by side in each token's row of y ([n][sum of the parts' M]); with several tokens a part's
+ * [n][M] output goes through `tmp` first. */
+static int parts_run(const ns_proj *parts, int np, const float *x, int64_t n, float *y, float *tmp, int isa,
+                     int nthreads) {
+    int64_t width = 0, at = 0;
+    for (int i = 0; i < np; i++) width += parts[i].M;
+    if (np == 1) return proj_run(&parts[0], x, n, y, isa, nthreads);
+    for (int i = 0; i < np; i++) {
+        const int64_t M = parts[i].M;
+        if (proj_run(&parts[i], x, n, n == 1 ? y + at : tmp, isa, nthreads)) return -1;
+        if (n > 1)
+            for (int64_t t = 0; t < n; t++) memcpy(y + t * width + at, tmp + t * M, sizeof(float) * (size_t)M);
+        at += M;
     }
     return 0;
 }
@@ -200,55 +216,84 @@ static T512 void attention_avx512(const ns_model *m, int64_t layer, const float 
 
 static inline float silu(float x) { return x / (1.f + expf(-x)); }
 
-static int block_step(const ns_model *m, int64_t l, int64_t pos, float *x, float *buf, const float *cs,
-                      const float *sn, int isa, int nthreads) {
+/* Scratch of one forward over n tokens, as offsets into one allocation (floats). */
+typedef struct {
+    float *x, *cs, *sn, *h, *qkv, *att, *gu, *tmp, *probs;
+} ns_scratch;
+
+static float *scratch_new(const ns_model *m, int64_t n, ns_scratch *s) {
+    const int64_t H = m->H, half = m->D / 2, qkv = (m->NH + 2 * m->NKV) * m->D, gu = 2 * m->I;
+    const int64_t part = qkv > gu ? qkv : gu; /* tmp: the widest part of unfused projections */
+    const int64_t widths[] = {n * H, n * half, n * half, n * H, n * qkv, n * m->NH * m->D, n * gu, n * part,
+                              m->NH * m->T};
+    float **slots[] = {&s->x, &s->cs, &s->sn, &s->h, &s->qkv, &s->att, &s->gu, &s->tmp, &s->probs};
+    int64_t total = 0;
+    for (int i = 0; i < 9; i++) total += widths[i];
+    float *mem = (float *)malloc(sizeof(float) * (size_t)total);
+    if (!mem) return NULL;
+    for (int64_t i = 0, at = 0; i < 9; at += widths[i], i++) *slots[i] = mem + at;
+    return mem;
+}
+
+/* Block l over tokens at positions pos0 .. pos0 + n - 1 (x: their [n][H] residual stream, updated). All
+ * n keys / values enter the cache first; token t then attends to positions <= pos0 + t (causal). */
+static int block_forward(const ns_model *m, int64_t l, int64_t pos0, int64_t n, const ns_scratch *s, int isa,
+                         int nthreads) {
     const ns_block *b = &m->blocks[l];
-    const int64_t H = m->H, D = m->D, qn = m->NH * D, kvn = m->NKV * D;
-    float *h = buf, *qkv = h + H, *att = qkv + qn + 2 * kvn, *gu = att + qn, *probs = gu + 2 * m->I;
-    rms_norm(x, b->ln1, H, m->eps, h);
-    if (parts_run(b->qkv, b->nqkv, h, qkv, isa, nthreads)) return -1;
-    rotary(qkv, m->NH, D, cs, sn);
-    rotary(qkv + qn, m->NKV, D, cs, sn);
-    for (int64_t kv = 0; kv < m->NKV; kv++) {
-        const int64_t at = ((l * m->NKV + kv) * m->T + pos) * D;
-        memcpy(m->kcache + at, qkv + qn + kv * D, sizeof(float) * (size_t)D);
-        memcpy(m->vcache + at, qkv + qn + kvn + kv * D, sizeof(float) * (size_t)D);
+    const int64_t H = m->H, D = m->D, half = D / 2, qn = m->NH * D, kvn = m->NKV * D, W = qn + 2 * kvn;
+    for (int64_t t = 0; t < n; t++) rms_norm(s->x + t * H, b->ln1, H, m->eps, s->h + t * H);
+    if (parts_run(b->qkv, b->nqkv, s->h, n, s->qkv, s->tmp, isa, nthreads)) return -1;
+    for (int64_t t = 0; t < n; t++) {
+        float *q = s->qkv + t * W;
+        rotary(q, m->NH, D, s->cs + t * half, s->sn + t * half);
+        rotary(q + qn, m->NKV, D, s->cs + t * half, s->sn + t * half);
+        for (int64_t kv = 0; kv < m->NKV; kv++) {
+            const int64_t at = ((l * m->NKV + kv) * m->T + pos0 + t) * D;
+            memcpy(m->kcache + at, q + qn + kv * D, sizeof(float) * (size_t)D);
+            memcpy(m->vcache + at, q + qn + kvn + kv * D, sizeof(float) * (size_t)D);
+        }
     }
-    const int64_t first = m->window > 0 && pos - m->window + 1 > 0 ? pos - m->window + 1 : 0;
+    for (int64_t t = 0; t < n; t++) {
+        const int64_t pos = pos0 + t, first = m->window > 0 && pos - m->window + 1 > 0 ? pos - m->window + 1 : 0;
 #if defined(__x86_64__)
-    if (isa == ISA_AVX512 && m->D % 16 == 0 && m->D / 16 <= NS_MAX_DV && m->NH / m->NKV <= NS_MAX_GROUP)
-        attention_avx512(m, l, qkv, first, pos, probs, att);
-    else
+        if (isa == ISA_AVX512 && m->D % 16 == 0 && m->D / 16 <= NS_MAX_DV && m->NH / m->NKV <= NS_MAX_GROUP)
+            attention_avx512(m, l, s->qkv + t * W, first, pos, s->probs, s->att + t * qn);
+        else
 #endif
-        attention(m, l, qkv, first, pos, probs, att);
-    if (proj_run(&b->o, att, h, isa, nthreads)) return -1;
-    for (int64_t i = 0; i < H; i++) x[i] += h[i];
-    rms_norm(x, b->ln2, H, m->eps, h);
-    if (parts_run(b->gate_up, b->ngate_up, h, gu, isa, nthreads)) return -1;
-    for (int64_t i = 0; i < m->I; i++) gu[i] = silu(gu[i]) * gu[m->I + i];
-    if (proj_run(&b->down, gu, h, isa, nthreads)) return -1;
-    for (int64_t i = 0; i < H; i++) x[i] += h[i];
+            attention(m, l, s->qkv + t * W, first, pos, s->probs, s->att + t * qn);
+    }
+    if (proj_run(&b->o, s->att, n, s->h, isa, nthreads)) return -1;
+    for (int64_t i = 0; i < n * H; i++) s->x[i] += s->h[i];
+    for (int64_t t = 0; t < n; t++) rms_norm(s->x + t * H, b->ln2, H, m->eps, s->h + t * H);
+    if (parts_run(b->gate_up, b->ngate_up, s->h, n, s->gu, s->tmp, isa, nthreads)) return -1;
+    for (int64_t t = 0; t < n; t++) {
+        float *g = s->gu + t * 2 * m->I, *a = s->gu + t * m->I; /* SiLU(gate) * up, packed to [n][I] */
+        for (int64_t i = 0; i < m->I; i++) a[i] = silu(g[i]) * g[m->I + i];
+    }
+    if (proj_run(&b->down, s->gu, n, s->h, isa, nthreads)) return -1;
+    for (int64_t i = 0; i < n * H; i++) s->x[i] += s->h[i];
     return 0;
 }
 
-int64_t ns_step(const ns_model *m, int64_t tok, int64_t pos, float *logits, int isa, int nthreads) {
-    const int64_t H = m->H, D = m->D, half = D / 2;
-    /* x, cos | sin, then block_step's buffer: h, q | k | v, attention output, gate | up, scores */
-    const int64_t width = H + D + H + (m->NH + 2 * m->NKV) * D + m->NH * D + 2 * m->I + m->NH * m->T;
-    float *mem = (float *)malloc(sizeof(float) * (size_t)width);
+int64_t ns_forward(const ns_model *m, const int64_t *toks, int64_t n, int64_t pos0, float *logits, int isa,
+                   int nthreads) {
+    const int64_t H = m->H, half = m->D / 2;
+    ns_scratch s;
+    float *mem = scratch_new(m, n, &s);
     if (!mem) return -1;
-    float *x = mem, *cs = x + H, *sn = cs + half, *buf = sn + half;
-    memcpy(x, m->embed + tok * H, sizeof(float) * (size_t)H);
-    for (int64_t i = 0; i < half; i++) {
-        const float angle = (float)pos * m->inv_freq[i];
-        cs[i] = cosf(angle) * m->rope_scaling;
-        sn[i] = sinf(angle) * m->rope_scaling;
+    for (int64_t t = 0; t < n; t++) {
+        memcpy(s.x + t * H, m->embed + toks[t] * H, sizeof(float) * (size_t)H);
+        for (int64_t i = 0; i < half; i++) {
+            const float angle = (float)(pos0 + t) * m->inv_freq[i];
+            s.cs[t * half + i] = cosf(angle) * m->rope_scaling;
+            s.sn[t * half + i] = sinf(angle) * m->rope_scaling;
+        }
     }
     int64_t best = -1;
     for (int64_t l = 0; l < m->L; l++)
-        if (block_step(m, l, pos, x, buf, cs, sn, isa, nthreads)) goto done;
-    rms_norm(x, m->norm, H, m->eps, buf);
-    if (proj_run(&m->head, buf, logits, isa, nthreads)) goto done;
+        if (block_forward(m, l, pos0, n, &s, isa, nthreads)) goto done;
+    rms_norm(s.x + (n - 1) * H, m->norm, H, m->eps, s.h); /* logits of the last token only */
+    if (proj_run(&m->head, s.h, 1, logits, isa, nthreads)) goto done;
     best = 0;
     for (int64_t v = 1; v < m->V; v++)
         if (logits[v] > logits[best]) best = v;

@@ -1,4 +1,5 @@
-/* One batch-1 decode step of a Llama-family decoder (Llama, Qwen2, Mistral, SmolLM2 ...) in C: embedding
+/* The forward of a Llama-family decoder (Llama, Qwen2, Mistral, SmolLM2 ...) over a decode step's token or
+ * a prompt's tokens in C: embedding
  * row, per block RMSNorm -> q/k/v -> rotary -> attention over the KV cache -> o -> residual -> RMSNorm
  * -> gate/up -> SiLU(gate) * up -> down -> residual, final RMSNorm, output projection, argmax. One call
  * per token replaces the ~120 Python-level kernel calls and the glue ops between them
@@ -55,8 +56,10 @@ typedef struct {
 const char *ns_parse(const int64_t *ints, int64_t nints, const double *floats, int64_t nfloats, ns_model *m);
 void ns_free(ns_model *m);
 
-/* Runs token `tok` at position `pos` (< T): writes its keys / values into the cache, the logits to
- * `logits` ([V]) and returns the argmax (the first maximal index), or -1 when out of memory. */
-int64_t ns_step(const ns_model *m, int64_t tok, int64_t pos, float *logits, int isa, int nthreads);
+/* Runs tokens toks[0 .. n-1] at positions pos0 .. pos0 + n - 1 (< T; n = 1: a decode step, n > 1: a
+ * prompt, its projections at batch n): writes their keys / values into the cache, the last token's logits
+ * to `logits` ([V]) and returns their argmax (the first maximal index), or -1 when out of memory. */
+int64_t ns_forward(const ns_model *m, const int64_t *toks, int64_t n, int64_t pos0, float *logits, int isa,
+                   int nthreads);
 
 #endif
