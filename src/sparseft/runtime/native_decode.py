@@ -12,15 +12,18 @@ the GIL, and the KV cache lives in two fp32 tensors of ``max_positions`` rows pe
 
 The prompt is one native forward with its projections at batch P (the batched kernels; 47 -> ~20 ms for a
 22-token prompt of SmolLM2 70% W8A8 against the HF forward it replaced), then every new token is one
-``native_step``. Supported: decoder-only models whose blocks are
-HF Llama's (``LLAMA_FAMILY``: Llama, Qwen2, Mistral and models of their classes, e.g. SmolLM2), SiLU MLP,
-rotary frequencies that do not depend on the sequence length, fp32 weights, and projections that are
-``SparseLinear`` (any value format or activation mode), fused groups of them, or dense ``nn.Linear``.
+``native_step``. With more than one thread allowed, `generate` picks 1 or all threads per step from measured
+step times (`ThreadChooser`): a second thread whose core is busy elsewhere would slow the step down.
+
+Supported: decoder-only models whose blocks are HF Llama's (``LLAMA_FAMILY``: Llama, Qwen2, Mistral and
+models of their classes, e.g. SmolLM2), SiLU MLP, rotary frequencies that do not depend on the sequence
+length, fp32 weights, and projections that are ``SparseLinear`` (any value format or activation mode), fused groups of them, or dense ``nn.Linear``.
 `unsupported_reason` says why a model is not; callers fall back to ``model.generate``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +34,7 @@ from sparseft.runtime import _kernels
 from sparseft.runtime.fusion import FusedSibling, fused_layer
 from sparseft.runtime.isa import isa_code, num_threads
 from sparseft.runtime.linear import SparseLinear
+from sparseft.runtime.thread_choice import ThreadChooser
 
 LLAMA_FAMILY = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"})
 # Rotary variants whose inverse frequencies are fixed at load time (dynamic / longrope ones change
@@ -137,6 +141,7 @@ class NativeDecoder:
         shape = (len(inner.layers), self.kv_heads, max_positions, self.head_dim)
         self.kcache, self.vcache = torch.zeros(shape), torch.zeros(shape)
         self.logits = torch.empty(self.vocab)
+        self.threads: ThreadChooser | None = None  # generate()'s thread choice (its .steps: steps per count)
         self._describe(model)
 
     def _describe(self, model: nn.Module) -> None:
@@ -167,17 +172,25 @@ class NativeDecoder:
         layers = (qkv + pad)[:MAX_PARTS] + (gate_up + pad)[:MAX_PARTS] + [block.self_attn.o_proj, block.mlp.down_proj]
         d.floats += [d.proj(layer) for layer in layers]
 
-    def step(self, token: int, position: int) -> int:
-        """Run ``token`` at ``position``; returns the greedy next token (logits in ``self.logits``)."""
+    def step(self, token: int, position: int, threads: int | None = None) -> int:
+        """Run ``token`` at ``position`` on ``threads`` (default: the runtime's); returns the greedy next
+        token (logits in ``self.logits``)."""
         return _kernels.native_step(self._native, int(token), int(position), self.logits.data_ptr(), isa_code(),
-                                    num_threads())
+                                    threads or num_threads())
 
-    def prefill(self, input_ids: torch.Tensor) -> int:
+    def prefill(self, input_ids: torch.Tensor, threads: int | None = None) -> int:
         """The prompt (1, P) in one native forward (its projections at batch P, keys / values into the
         cache, logits of the last position only). Returns the next token."""
         tokens = input_ids[0].to(torch.int64).contiguous()
         return _kernels.native_prompt(self._native, tokens.data_ptr(), tokens.numel(), 0, self.logits.data_ptr(),
-                                      isa_code(), num_threads())
+                                      isa_code(), threads or num_threads())
+
+    def _chooser(self) -> ThreadChooser:
+        """The step-time based thread choice, kept across generate() calls while the thread setting holds."""
+        most = num_threads()
+        if self.threads is None or max(self.threads.candidates) != most:
+            self.threads = ThreadChooser(most)
+        return self.threads
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None) -> torch.Tensor:
@@ -187,7 +200,11 @@ class NativeDecoder:
         prompt = input_ids.shape[1]
         if max_new_tokens < 1 or prompt + max_new_tokens > self.max_positions:
             raise ConfigError(f"prompt {prompt} + {max_new_tokens} new tokens must fit max_positions={self.max_positions}")
-        tokens = [self.prefill(input_ids)]
+        chooser = self._chooser()
+        tokens = [self.prefill(input_ids, chooser.threads())]
         while len(tokens) < max_new_tokens and tokens[-1] != eos_token_id:
-            tokens.append(self.step(tokens[-1], prompt + len(tokens) - 1))
+            n = chooser.threads()
+            start = time.perf_counter()
+            tokens.append(self.step(tokens[-1], prompt + len(tokens) - 1, n))
+            chooser.record(n, time.perf_counter() - start)
         return torch.cat([input_ids, torch.tensor([tokens], dtype=input_ids.dtype)], dim=1)

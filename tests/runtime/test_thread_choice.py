@@ -1,0 +1,33 @@
+"""ThreadChooser: the thread count of each decode step follows the measured step times."""
+
+from __future__ import annotations
+
+from sparseft.runtime.thread_choice import ThreadChooser
+
+
+def run(chooser: ThreadChooser, seconds: dict[int, float], steps: int) -> list[int]:
+    """The counts chosen over `steps` steps when a step at n threads takes seconds[n]."""
+    chosen = []
+    for _ in range(steps):
+        n = chooser.threads()
+        chooser.record(n, seconds[n])
+        chosen.append(n)
+    return chosen
+
+
+def test_one_thread_allowed_means_one_thread() -> None:
+    assert set(run(ThreadChooser(most=1), {1: 0.004}, 50)) == {1}
+
+
+def test_a_free_second_core_is_used_and_the_other_count_retried() -> None:
+    chosen = run(ThreadChooser(most=2, explore_every=16), {1: 0.004, 2: 0.0025}, 64)
+    assert chosen[:2] == [1, 2]  # each measured once first
+    assert chosen.count(2) >= 58 and 1 in chosen[16:]  # mostly 2, 1 retried now and then
+
+
+def test_a_busy_second_core_is_left_within_a_few_steps() -> None:
+    chooser = ThreadChooser(most=2, explore_every=16)
+    run(chooser, {1: 0.004, 2: 0.0025}, 32)
+    later = run(chooser, {1: 0.004, 2: 0.006}, 32)  # the other core got busy: 2 threads now slower
+    assert later[:4].count(2) <= 2 and later[8:].count(2) <= 2
+    assert sum(chooser.steps.values()) == 64
