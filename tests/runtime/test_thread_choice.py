@@ -25,6 +25,13 @@ def test_a_free_second_core_is_used_and_the_other_count_retried() -> None:
     assert chosen.count(2) >= 58 and 1 in chosen[16:]  # mostly 2, 1 retried now and then
 
 
+def test_a_count_that_keeps_losing_is_retried_less_and_less_often() -> None:
+    chosen = run(ThreadChooser(most=2, explore_every=16), {1: 0.004, 2: 0.008}, 16 + 32 + 64 + 128 + 8)
+    retries = [i for i, n in enumerate(chosen) if n == 2][1:]  # after the first measurement
+    gaps = [b - a for a, b in zip(retries, retries[1:], strict=False)]
+    assert len(gaps) >= 3 and all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False))
+
+
 def test_a_busy_second_core_is_left_within_a_few_steps() -> None:
     chooser = ThreadChooser(most=2, explore_every=16)
     run(chooser, {1: 0.004, 2: 0.0025}, 32)
