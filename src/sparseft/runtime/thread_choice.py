@@ -27,6 +27,7 @@ class ThreadChooser:
         self.average: dict[int, float | None] = dict.fromkeys(self.candidates)
         self.steps = dict.fromkeys(self.candidates, 0)  # steps run at each count (reports)
         self._count, self._interval, self._next_retry = 0, explore_every, explore_every
+        self._warm: set[int] = set()  # counts run once: a first step pays one-off costs (the pool's threads start)
 
     def _best(self) -> int:
         return min(self.candidates, key=lambda n: self.average[n])
@@ -43,12 +44,15 @@ class ThreadChooser:
         return best
 
     def record(self, threads: int, seconds: float) -> None:
-        """The measured time of a step run at ``threads``."""
+        """The measured time of a step run at ``threads``; the first one of each count is not averaged."""
+        self.steps[threads] += 1
+        self._count += 1
+        if threads not in self._warm:
+            self._warm.add(threads)
+            return
         old = self.average[threads]
         retried = old is not None and len(self.candidates) > 1 and threads != self._best()
         self.average[threads] = seconds if old is None else old + self.smoothing * (seconds - old)
-        self.steps[threads] += 1
-        self._count += 1
         if retried:  # lost again: wait longer before the next retry; won: back to the short interval
             lost = threads != self._best()
             self._interval = min(2 * self._interval, self.longest) if lost else self.explore_every
