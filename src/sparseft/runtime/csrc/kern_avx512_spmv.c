@@ -252,7 +252,7 @@ static T512 void spmv_i8_seq(const sp_job *j, int64_t r0, int64_t r1) {
  * mask words (see full_rows of kern_avx512_w8a8.c). */
 static T512 void spmv_i8_full(const sp_job *j, int64_t r0, int64_t r1) {
     const int64_t K = j->K, KW = j->KW;
-    const __mmask64 tail = K % 64 ? (__mmask64)((1ULL << (K % 64)) - 1) : ~(__mmask64)0;
+    const __mmask64 tail = SP_TAIL_MASK(K);
     const __m512i z = _mm512_setzero_si512();
     for (int64_t r = r0; r < r1; r += 4) {
         const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
@@ -260,11 +260,10 @@ static T512 void spmv_i8_full(const sp_job *j, int64_t r0, int64_t r1) {
         for (int i = 0; i < 4; i++) v[i] = (const int8_t *)j->vals + (r + (i < nr ? i : 0)) * K;
         __m512i h[4] = {z, z, z, z}, l[4] = {z, z, z, z};
         for (int64_t w = 0; w < KW; w++) {
-            const int plain = w + 1 < KW || tail == ~(__mmask64)0; /* masked loads are slow (full_rows, w8a8) */
             const __m512i xhi = _mm512_loadu_si512(j->xq_hi + 64 * w), xlo = _mm512_loadu_si512(j->xq_lo + 64 * w);
             for (int i = 0; i < 4; i++) {
                 SP_FULL_PF(v[i] + 64 * w);
-                const __m512i e = plain ? _mm512_loadu_si512(v[i] + 64 * w) : _mm512_maskz_loadu_epi8(tail, v[i] + 64 * w);
+                const __m512i e = SP_FULL_WORD_EPI8(v[i], w, KW, tail);
                 h[i] = _mm512_dpbusd_epi32(h[i], xhi, e);
                 l[i] = _mm512_dpbusd_epi32(l[i], xlo, e);
             }

@@ -115,12 +115,11 @@ static T512 void seq_rows(const w8_job *j, int64_t r0, int64_t r1) {
 }
 
 /* Batch 1, every column stored (j->full, e.g. an int8 lm_head): 4 rows side by side read with plain
- * loads, no mask words; the last word of a row is a masked load when K is not a multiple of 64 (the
- * next row's values follow), and only that one: masked loads ran 3x slower than plain ones on Zen 5,
- * all-ones mask included. Four plain streams measured 1.5x one row after another on Zen 5. */
+ * loads, no mask words (SP_FULL_WORD_EPI8: only a partial last word is a masked load). Four plain streams
+ * measured 1.5x one row after another on Zen 5. */
 static T512 void full_rows(const w8_job *j, int64_t r0, int64_t r1) {
     const int64_t K = j->K, KW = j->KW;
-    const __mmask64 tail = K % 64 ? (__mmask64)((1ULL << (K % 64)) - 1) : ~(__mmask64)0;
+    const __mmask64 tail = SP_TAIL_MASK(K);
     const __m512i z = _mm512_setzero_si512();
     for (int64_t r = r0; r < r1; r += 4) {
         const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
@@ -129,12 +128,9 @@ static T512 void full_rows(const w8_job *j, int64_t r0, int64_t r1) {
         __m512i acc[4] = {z, z, z, z};
         for (int64_t w = 0; w < KW; w++) {
             const __m512i xv = _mm512_loadu_si512((const void *)(j->xu + 64 * w));
-            for (int i = 0; i < 4; i++) SP_FULL_PF(v[i] + 64 * w);
-            if (w + 1 < KW || tail == ~(__mmask64)0) {
-                for (int i = 0; i < 4; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], xv, _mm512_loadu_si512(v[i] + 64 * w));
-            } else {
-                for (int i = 0; i < 4; i++)
-                    acc[i] = _mm512_dpbusd_epi32(acc[i], xv, _mm512_maskz_loadu_epi8(tail, v[i] + 64 * w));
+            for (int i = 0; i < 4; i++) {
+                SP_FULL_PF(v[i] + 64 * w);
+                acc[i] = _mm512_dpbusd_epi32(acc[i], xv, SP_FULL_WORD_EPI8(v[i], w, KW, tail));
             }
         }
         int32_t s[4];

@@ -130,6 +130,13 @@ static inline float sp_load_val(int fmt, const void *vals, int64_t i) {
  * (0: 1.07, 1024: 0.93, 4096: 0.79, 16384: 0.83). */
 #define SP_FULL_PF_DIST 4096
 #define SP_FULL_PF(p) _mm_prefetch((const char *)(p) + SP_FULL_PF_DIST, _MM_HINT_T0)
+/* Mask of the columns of a row's last word (all 64 when K is a multiple of 64). */
+#define SP_TAIL_MASK(K) ((K) % 64 ? (__mmask64)((1ULL << ((K) % 64)) - 1) : ~(__mmask64)0)
+/* Word w of an all-stored int8 row at p: a plain load, masked only for a partial last word (the next row's
+ * values follow it; masked loads ran 3x slower than plain ones on Zen 5, all-ones mask included). */
+#define SP_FULL_WORD_EPI8(p, w, KW, tail)                                                          \
+    ((w) + 1 < (KW) || (tail) == ~(__mmask64)0 ? _mm512_loadu_si512((const void *)((p) + 64 * (w))) \
+                                               : _mm512_maskz_loadu_epi8((tail), (p) + 64 * (w)))
 
 /* Batch sizes above this use the nonzero-list ("broadcast") kernel on AVX-512. */
 #define SMALL_BATCH_MAX 12
