@@ -19,6 +19,23 @@
 
 size_t sp_i4_xbytes(int64_t Kp) { return (size_t)Kp * 2 + sizeof(int32_t) * (size_t)I4_GROUPS(Kp / 64) + 64; }
 
+/* The scale of x's 16-bit quantization (max|x| / I4_QMAX, 1 for an all-zero x). */
+static float i4_xscale(const float *x, int64_t sc, int64_t K) {
+    float amax = 0.f;
+    for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(x[k * sc]));
+    return amax > 0.f ? amax / (float)I4_QMAX : 1.f;
+}
+
+/* x[k] / sx rounded into [-I4_QMAX, I4_QMAX], split as q = 256 hi + lo with lo in [-128, 127]. */
+static inline int32_t i4_digits(float v, float inv, int8_t *lo, int8_t *hi) {
+    int32_t q = (int32_t)lrintf(v * inv);
+    q = q > I4_QMAX ? I4_QMAX : (q < -I4_QMAX ? -I4_QMAX : q);
+    const int32_t l = ((q + 128) & 255) - 128;
+    *lo = (int8_t)l;
+    *hi = (int8_t)((q - l) / 256);
+    return q;
+}
+
 /* Fills j->xs_lo, xs_hi ([Kp] signed digits, zero padded), xgsum (per group) and xscale from x (column
  * stride sc); buf holds sp_i4_xbytes(Kp). */
 void sp_i4_prep_x(sp_job *j, const float *x, int64_t sc, void *buf) {
@@ -26,22 +43,39 @@ void sp_i4_prep_x(sp_job *j, const float *x, int64_t sc, void *buf) {
     int8_t *lo = (int8_t *)buf, *hi = lo + Kp;
     int32_t *gsum = (int32_t *)(hi + Kp);
     float *scale = (float *)(gsum + G);
-    float amax = 0.f;
-    for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(x[k * sc]));
-    const float sx = amax > 0.f ? amax / (float)I4_QMAX : 1.f, inv = 1.f / sx;
+    const float sx = i4_xscale(x, sc, K), inv = 1.f / sx;
     memset(lo, 0, (size_t)Kp * 2);
     memset(gsum, 0, sizeof(int32_t) * (size_t)G);
-    for (int64_t k = 0; k < K; k++) {
-        int32_t q = (int32_t)lrintf(x[k * sc] * inv);
-        q = q > I4_QMAX ? I4_QMAX : (q < -I4_QMAX ? -I4_QMAX : q);
-        const int32_t l = ((q + 128) & 255) - 128;
-        lo[k] = (int8_t)l;
-        hi[k] = (int8_t)((q - l) / 256);
-        gsum[k / I4_GROUP] += q;
-    }
+    for (int64_t k = 0; k < K; k++) gsum[k / I4_GROUP] += i4_digits(x[k * sc], inv, lo + k, hi + k);
     *scale = sx;
     j->xs_lo = lo;
     j->xs_hi = hi;
+    j->xgsum = gsum;
+    j->xscale = scale;
+}
+
+size_t sp_i4_full_xbytes(int64_t KW) {
+    const int64_t G = I4_GROUPS(KW);
+    return (size_t)(4 * 64 * G) + sizeof(int32_t) * (size_t)G + sizeof(float) + 64;
+}
+
+/* The same quantization for the dense-row kernel: per group of 128 columns 4 x 64 digits, hi of the even
+ * columns, hi of the odd, lo of the even, lo of the odd (a row's byte b holds columns 2b and 2b + 1), so
+ * that one 64-byte load of codes meets 4 plain loads of x. buf holds sp_i4_full_xbytes(KW). */
+void sp_i4_prep_x_full(sp_job *j, const float *x, int64_t sc, void *buf) {
+    const int64_t K = j->K, G = I4_GROUPS(j->KW);
+    int8_t *xg = (int8_t *)buf;
+    int32_t *gsum = (int32_t *)(xg + 4 * 64 * G);
+    float *scale = (float *)(gsum + G);
+    const float sx = i4_xscale(x, sc, K), inv = 1.f / sx;
+    memset(xg, 0, (size_t)(4 * 64 * G));
+    memset(gsum, 0, sizeof(int32_t) * (size_t)G);
+    for (int64_t k = 0; k < K; k++) {
+        int8_t *at = xg + 256 * (k / I4_GROUP) + 64 * (k & 1) + (k % I4_GROUP) / 2;
+        gsum[k / I4_GROUP] += i4_digits(x[k * sc], inv, at + 128, at);
+    }
+    *scale = sx;
+    j->xs_groups = xg;
     j->xgsum = gsum;
     j->xscale = scale;
 }
@@ -50,6 +84,7 @@ void sp_i4_prep_x(sp_job *j, const float *x, int64_t sc, void *buf) {
 #include <immintrin.h>
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vbmi2,avx512vnni,popcnt")))
 #define INLINE static inline __attribute__((always_inline))
+#include "avx512_reduce.h"
 
 typedef struct {
     __m512i idx[2], ctrl[2], low4, eight;
@@ -108,6 +143,49 @@ INLINE T512 float i4_row(const sp_job *j, const i4_consts *c, int64_t r) {
     return (_mm512_reduce_add_ps(acc) - 8.f * corr) * j->xscale[0];
 }
 
+/* Batch 1, every column stored (j->full) and K even, so that every row starts on a byte: byte b of a
+ * group's 64 holds columns 2b (low nibble) and 2b + 1 (high nibble). 4 rows side by side, plain loads,
+ * no mask and no expand; nibbles split by and / shift, 4 vpdpbusd per row and group against the
+ * de-interleaved digits of sp_i4_prep_x_full. A row's last group of K % 128 columns reads on into the
+ * next row's codes (or the values' padding): they meet x digits of 0. */
+T512 void sp_spmv_i4_full_avx512(const sp_job *j, int64_t r0, int64_t r1) {
+    const int64_t K = j->K, G = I4_GROUPS(j->KW);
+    const uint8_t *vals = (const uint8_t *)j->vals;
+    const __m512i low4 = _mm512_set1_epi8(15), z = _mm512_setzero_si512();
+    for (int64_t r = r0; r < r1; r += 4) {
+        const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+        const uint8_t *v[4];
+        const float *s[4];
+        for (int i = 0; i < 4; i++) {
+            const int64_t ri = r + (i < nr ? i : 0);
+            v[i] = vals + ri * K / 2;
+            s[i] = j->gscales + ri * G;
+        }
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int64_t g = 0; g < G; g++) {
+            const int8_t *xp = j->xs_groups + 256 * g;
+            const __m512i he = _mm512_loadu_si512((const void *)xp), ho = _mm512_loadu_si512((const void *)(xp + 64));
+            const __m512i le = _mm512_loadu_si512((const void *)(xp + 128)), lo = _mm512_loadu_si512((const void *)(xp + 192));
+            for (int i = 0; i < 4; i++) {
+                SP_FULL_PF(v[i] + 64 * g);
+                const __m512i raw = _mm512_loadu_si512((const void *)(v[i] + 64 * g));
+                const __m512i ue = _mm512_and_si512(raw, low4), uo = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
+                const __m512i h = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, ue, he), uo, ho);
+                const __m512i l = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, ue, le), uo, lo);
+                const __m512 part = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h, 8), l));
+                acc[i] = _mm512_fmadd_ps(part, _mm512_set1_ps(s[i][g]), acc[i]);
+            }
+        }
+        float sums[4];
+        _mm_storeu_ps(sums, reduce4_ps(acc[0], acc[1], acc[2], acc[3]));
+        for (int i = 0; i < nr; i++) {
+            float corr = 0.f;
+            for (int64_t g = 0; g < G; g++) corr += s[i][g] * (float)j->xgsum[g];
+            sp_store(j, 0, r + i, (sums[i] - 8.f * corr) * j->xscale[0]);
+        }
+    }
+}
+
 T512 void sp_spmv_i4_avx512(const sp_job *j, int64_t r0, int64_t r1) {
     i4_consts c;
     i4_init(&c);
@@ -115,4 +193,5 @@ T512 void sp_spmv_i4_avx512(const sp_job *j, int64_t r0, int64_t r1) {
 }
 #else
 void sp_spmv_i4_avx512(const sp_job *j, int64_t r0, int64_t r1) { sp_spmm_portable(j, r0, r1); }
+void sp_spmv_i4_full_avx512(const sp_job *j, int64_t r0, int64_t r1) { sp_spmm_portable(j, r0, r1); }
 #endif

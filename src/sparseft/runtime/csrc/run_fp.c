@@ -66,21 +66,23 @@ static void run_task(const void *arg, int64_t r0, int64_t r1) {
     tk->kern(&tk->job, r0, r1);
 }
 
-/* int4 (kern_int4.c): AVX-512 runs the batch-1 kernel token by token; other ISAs the portable kernel. */
+/* int4 (kern_int4.c): AVX-512 runs the batch-1 kernel token by token (the dense-row one for a weight with
+ * every column stored and K even); other ISAs the portable kernel. */
 static int run_i4(task *tk, const float *x, int64_t N, int64_t sr, int64_t sc, float *y, int isa, int nthreads) {
     sp_job *j = &tk->job;
     j->gscales = j->scales;
     j->scales = NULL; /* group scales are applied inside the kernels, not by sp_store */
-    const int avx512 = isa == ISA_AVX512;
-    size_t bytes = avx512 ? sp_i4_xbytes(j->Kp) : sizeof(float) * (size_t)(N * j->Kp);
+    const int avx512 = isa == ISA_AVX512, full = avx512 && j->full && j->K % 2 == 0;
+    size_t bytes = full ? sp_i4_full_xbytes(j->KW) : avx512 ? sp_i4_xbytes(j->Kp) : sizeof(float) * (size_t)(N * j->Kp);
     void *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!buf) return -1;
     if (avx512) {
-        tk->kern = sp_spmv_i4_avx512;
+        tk->kern = full ? sp_spmv_i4_full_avx512 : sp_spmv_i4_avx512;
         j->N = 1;
         for (int64_t n = 0; n < N; n++) {
             j->y = y + n * j->M;
-            sp_i4_prep_x(j, x + n * sr, sc, buf);
+            if (full) sp_i4_prep_x_full(j, x + n * sr, sc, buf);
+            else sp_i4_prep_x(j, x + n * sr, sc, buf);
             pool_run_rows(run_task, tk, j->rowptr, j->M, j->KW, 1, 4, nthreads);
         }
     } else {

@@ -126,9 +126,12 @@ static inline float sp_load_val(int fmt, const void *vals, int64_t i) {
                   : _mm512_maskz_expand_epi8((b), _mm512_loadu_si512((const void *)(p))))
 
 /* Software prefetch distance (bytes ahead on each of the 4 row streams) of the batch-1 kernels of
- * weights with every column stored (sp_weight.full): 1.07 -> 0.79 ms for SmolLM2's int8 lm_head on Zen 5
- * (0: 1.07, 1024: 0.93, 4096: 0.79, 16384: 0.83). */
-#define SP_FULL_PF_DIST 4096
+ * weights with every column stored (sp_weight.full). SmolLM2's lm_head on Zen 5, session 10 (int8): 0: 1.07,
+ * 1024: 0.93, 4096: 0.79, 16384: 0.83 ms; session 11, 3 A/B pairs (benchmarks/head_formats.py): 4096:
+ * int8 1.26-1.48, int4 0.57-0.79 ms; 8192: int8 1.05-1.13, int4 0.45-0.47 ms. -DSP_FULL_PF_DIST=N to try. */
+#ifndef SP_FULL_PF_DIST
+#define SP_FULL_PF_DIST 8192
+#endif
 #define SP_FULL_PF(p) _mm_prefetch((const char *)(p) + SP_FULL_PF_DIST, _MM_HINT_T0)
 /* Mask of the columns of a row's last word (all 64 when K is a multiple of 64). */
 #define SP_TAIL_MASK(K) ((K) % 64 ? (__mmask64)((1ULL << ((K) % 64)) - 1) : ~(__mmask64)0)
@@ -160,6 +163,7 @@ typedef struct {
     const uint8_t *xq_lo, *xq_hi;  /* x quantized to 16 bits as two u8 digits, [N][Kp] (VNNI SpMV) */
     const float *xscale;           /* [N] scale of the 16-bit quantization */
     const int8_t *xs_lo, *xs_hi;   /* int4 SpMV: x in 16 bits as signed digits, x = 256 hi + lo, [Kp] */
+    const int8_t *xs_groups;       /* int4 dense rows: the same digits per group, even / odd columns apart */
     const int32_t *xgsum;          /* int4 SpMV: sum of the 16-bit x over each scale group */
     const void *xamx;              /* AMX kernels: x in B-tile layout (kern_amx.c) */
     float *y;                      /* [N][M] */
@@ -190,6 +194,10 @@ void sp_spmm_amx(const sp_job *j, int64_t r0, int64_t r1);
 size_t sp_i4_xbytes(int64_t Kp);
 void sp_i4_prep_x(sp_job *j, const float *x, int64_t sc, void *buf);
 void sp_spmv_i4_avx512(const sp_job *j, int64_t r0, int64_t r1);
+/* int4 weights with every column stored and K even (an int4 lm_head): batch 1, 4 rows of plain loads. */
+size_t sp_i4_full_xbytes(int64_t KW);
+void sp_i4_prep_x_full(sp_job *j, const float *x, int64_t sc, void *buf);
+void sp_spmv_i4_full_avx512(const sp_job *j, int64_t r0, int64_t r1);
 
 /* Thread pool: fn(arg, t, nthreads) runs on the caller (t = 0) and on the workers that join in time.
  * fn must claim its work from a shared atomic counter until none is left (not split it by t): a
