@@ -268,6 +268,7 @@ class QuantizeSettings(LayerSelection):
 
     ```yaml
     - quantize: {scheme: w8a8, ignore: ['mlp\\.down_proj$']}
+    - quantize: {scheme: w8a8, head: int4}    # + the lm_head by GPTQ on a 4-bit grid
     ```
     """
 
@@ -277,10 +278,13 @@ class QuantizeSettings(LayerSelection):
     calib: Calibration = Calibration(nsamples=16, seqlen=256, batch_size=4)
     sensitivity: bool = Field(False, description="report each layer's W8A8 output error")
     keep_sensitive: int = Field(0, ge=0, description="leave the K most sensitive layers in full precision")
+    head: Literal["int4", "int8"] | None = Field(
+        None, description="also GPTQ-quantize the output projection (lm_head / proj_out) on the calibration data: "
+                          "int4 (a scale per row and 128 columns) or int8 (per row); untied from the embedding")
 
     @property
     def needs_calibration(self) -> bool:
-        return self.scheme == "w8a8-static" or self.method == "gptq" or self.wants_sensitivity
+        return self.scheme == "w8a8-static" or self.method == "gptq" or self.wants_sensitivity or self.head is not None
 
     @property
     def wants_sensitivity(self) -> bool:

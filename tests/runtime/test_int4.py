@@ -53,11 +53,13 @@ def test_a_group_of_zeros_gets_scale_one_and_bytes_shrink() -> None:
     assert compress(dense, "int4").nbytes() < 0.8 * compress(dense, "int8").nbytes()
 
 
-def test_delta_index_and_given_scales_are_refused() -> None:
+def test_delta_index_is_refused_and_given_scales_are_kept() -> None:
     with pytest.raises(ConfigError, match="bitmask index only"):
         compress(masked((4, 70), 0.5), "int4", index="delta")
-    with pytest.raises(ConfigError, match="no given scales"):
-        compress(masked((4, 70), 0.5), "int4", scales=torch.ones(4))
+    scales = torch.tensor([[0.5], [0.25], [2.0], [1.0]])
+    on_grid = torch.randint(-7, 8, (4, 70)).float() * scales  # q * s with |q| <= 7, below max|row| / 7
+    cw = compress(on_grid, "int4", scales=scales)
+    assert torch.equal(cw.scales, scales.reshape(-1)) and torch.equal(cw.decompress(), on_grid)
     assert compress(masked((4, 70), 0.99), "int4", index="auto").index == "bitmask"
 
 

@@ -21,6 +21,7 @@ EPILOG = """examples:
   sparseft quantize runs/smollm2-sgpt50 --scheme w8a16 --method gptq --calib gsm --out runs/s50-gptq
   sparseft quantize smollm2-135m --scheme w8a8-static --calib gsm --nsamples 16 --out runs/w8a8s
   sparseft quantize runs/smollm2-sgpt50 --scheme w8a8 --sensitivity --keep-sensitive 4 --out runs/s50-w8a8
+  sparseft quantize runs/smollm2-sgpt50 --scheme w8a8 --head int4 --calib gsm austen --out runs/s50-w8a8-h4
 
 Schemes: w8a16 = int8 weights, activations stay float (runs on the runtime's int8 kernels);
 w8a8 = int8 weights + int8 activations quantized per token at run time; w8a8-static = one activation
@@ -55,6 +56,10 @@ def register(subparsers) -> None:
                         help="print the per-layer sensitivity report (relative output error of each layer)")
     parser.add_argument("--keep-sensitive", type=int, default=0, metavar="K",
                         help="leave the K layers with the largest W8A8 error in full precision (implies --sensitivity)")
+    parser.add_argument("--head", choices=["int4", "int8"], default=None,
+                        help="also quantize the output projection (lm_head) by GPTQ on the --calib inputs: int4 "
+                             "(a scale per row and 128 columns) or int8 (per row); a tied head is untied, the "
+                             "embedding keeps full precision; `sparseft compress` stores it in that format")
     add_target_arguments(parser)
     add_output_arguments(parser)
     parser.set_defaults(func=run)
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(
         QuantizeSettings, scheme=args.scheme, weights=args.weights, method=args.method,
         calib=calibration_from(args, ["gsm"]), sensitivity=args.sensitivity, keep_sensitive=args.keep_sensitive,
-        targets=args.target, ignore=args.ignore,
+        targets=args.target, ignore=args.ignore, head=args.head,
     )  # fmt: skip
     record = run_quantize(settings, stage_io(args, args.out))
     print(f"saved {record['scheme']} model ({record['quantized_layers']} int8 layers), scales and record to {args.out}")

@@ -9,7 +9,7 @@ per token (dynamic) or per tensor (static, calibrated), fake-quant evaluation an
     ...                                                # int8 kernels; W8A8 layers on the VNNI W8A8 kernel
 
 Pure math: `weights.py`, `activations.py` (and `gptq.py`); model plumbing: `fakequant.py`,
-`sensitivity.py`, `checkpoint.py`, `to_runtime.py`.
+`sensitivity.py`, `checkpoint.py`, `to_runtime.py`, `head.py` (GPTQ int4 / int8 of the output projection).
 """
 
 from sparseft.quant.activations import (
@@ -20,7 +20,13 @@ from sparseft.quant.activations import (
     quantize_activation,
     quantize_per_token,
 )
-from sparseft.quant.checkpoint import SCALES_FILE, load_quantized, read_quantizer, save_quantized
+from sparseft.quant.checkpoint import (
+    SCALES_FILE,
+    load_quantized,
+    read_head_quant,
+    read_quantizer,
+    save_quantized,
+)
 from sparseft.quant.fakequant import (
     SCHEMES,
     FakeQuantizer,
@@ -29,6 +35,7 @@ from sparseft.quant.fakequant import (
     calibrate_input_scales,
     quantize_model,
 )
+from sparseft.quant.head import HEAD_FORMATS, HeadQuant, quantize_head
 from sparseft.quant.sensitivity import (
     LayerSensitivity,
     SensitivityReport,
@@ -47,11 +54,13 @@ from sparseft.quant.weights import (
 )
 
 __all__ = [
+    "HEAD_FORMATS",
     "QMAX",
     "SCALES_FILE",
     "SCHEMES",
     "AbsMaxObserver",
     "FakeQuantizer",
+    "HeadQuant",
     "LayerQuant",
     "LayerSensitivity",
     "QuantScheme",
@@ -69,10 +78,12 @@ __all__ = [
     "load_quantized",
     "per_token_scale",
     "quantize_activation",
+    "quantize_head",
     "quantize_model",
     "quantize_per_token",
     "quantize_weight",
     "quantize_with_scale",
+    "read_head_quant",
     "read_quantizer",
     "runtime_int8_specs",
     "save_quantized",

@@ -25,6 +25,7 @@ on a quantized folder do so) to get back exactly these `q`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,10 +34,22 @@ from torch import Tensor
 from sparseft.errors import ConfigError
 from sparseft.quant.weights import QMAX, weight_scale
 
+INT4_GROUP, INT4_QMAX = 128, 7  # the runtime's int4 format (sparseft.runtime.formats.Int4)
+
 
 @dataclass(frozen=True)
 class GPTQResult:
     """int8 `q`, scales (out, 1), the dequantized weight (fp32) and its output error on H."""
+
+    q: Tensor
+    scale: Tensor
+    weight: Tensor
+    error: float
+
+
+@dataclass(frozen=True)
+class GroupGPTQResult:
+    """Codes `q` (int8 tensor, |q| <= qmax), scales (out, groups), the dequantized weight and its error on H."""
 
     q: Tensor
     scale: Tensor
@@ -58,6 +71,43 @@ def _inverse_hessian_upper(H: Tensor, percdamp: float) -> Tensor:
     return torch.linalg.cholesky(Hinv, upper=True)
 
 
+def _check(W: Tensor, H: Tensor, blocksize: int, percdamp: float) -> None:
+    if W.dim() != 2 or H.shape != (W.shape[1], W.shape[1]):
+        raise ConfigError(f"need W (out, in) and H (in, in), got {tuple(W.shape)} and {tuple(H.shape)}")
+    if blocksize < 1 or not 0 <= percdamp < 1:
+        raise ConfigError(f"need blocksize >= 1 and 0 <= percdamp < 1, got {blocksize} and {percdamp}")
+
+
+def _solve(
+    W0: Tensor, H: Tensor, keep: Tensor, qmax: int, blocksize: int, percdamp: float,
+    block_scale: Callable[[Tensor, Tensor], Tensor],
+) -> tuple[Tensor, list[Tensor]]:
+    """The GPTQ column loop: (dequantized Q, the (out,) scale of each block). ``block_scale(W1, keep1)``
+    gives a block's scale from its error-updated weights when the block starts (a fixed per-row scale
+    ignores them; grouped scales are GPTQ's "scale when the group starts")."""
+    H = H.detach().float().clone()
+    dead = torch.diag(H) == 0  # inputs that never fired: any weight there is free, make it 0
+    H[dead, dead] = 1
+    Wc = (W0 * keep).masked_fill(dead[None, :], 0)
+    Hinv = _inverse_hessian_upper(H, percdamp)
+    Q, scales = torch.zeros_like(Wc), []
+    for i1 in range(0, Wc.shape[1], blocksize):
+        i2 = min(i1 + blocksize, Wc.shape[1])
+        W1, Hinv1, keep1 = Wc[:, i1:i2].clone(), Hinv[i1:i2, i1:i2], keep[:, i1:i2]
+        scale = block_scale(W1, keep1)
+        scales.append(scale)
+        Err1 = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            w, d = W1[:, i], Hinv1[i, i]
+            q = torch.round(w / scale).clamp_(-qmax, qmax) * scale * keep1[:, i]
+            Q[:, i1 + i] = q
+            err = (w - q) / d
+            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]  # OBS update of the columns still to come
+            Err1[:, i] = err
+        Wc[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return Q, scales
+
+
 @torch.no_grad()
 def gptq_quantize(
     W: Tensor,
@@ -69,31 +119,40 @@ def gptq_quantize(
 ) -> GPTQResult:
     """Quantize W (out, in) to int8 on `scale` ((out, 1); default max|W| per kept row / 127) with GPTQ
     error compensation from H (in, in); entries with mask False end exactly 0."""
-    if W.dim() != 2 or H.shape != (W.shape[1], W.shape[1]):
-        raise ConfigError(f"need W (out, in) and H (in, in), got {tuple(W.shape)} and {tuple(H.shape)}")
-    if blocksize < 1 or not 0 <= percdamp < 1:
-        raise ConfigError(f"need blocksize >= 1 and 0 <= percdamp < 1, got {blocksize} and {percdamp}")
+    _check(W, H, blocksize, percdamp)
     W0 = W.detach().float()
     keep = torch.ones_like(W0, dtype=torch.bool) if mask is None else mask.to(W0.device, torch.bool)
     scale = weight_scale(W0, "per_channel", keep) if scale is None else scale.float().reshape(-1, 1)
-    H = H.detach().float().clone()
-    dead = torch.diag(H) == 0  # inputs that never fired: any weight there is free, make it 0
-    H[dead, dead] = 1
-    Wc = (W0 * keep).masked_fill(dead[None, :], 0)
-    Hinv = _inverse_hessian_upper(H, percdamp)
-    Q = torch.zeros_like(Wc)
-    cols = Wc.shape[1]
-    for i1 in range(0, cols, blocksize):
-        i2 = min(i1 + blocksize, cols)
-        W1, Hinv1 = Wc[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        Err1 = torch.zeros_like(W1)
-        for i in range(i2 - i1):
-            w, d = W1[:, i], Hinv1[i, i]
-            q = torch.round(w / scale[:, 0]).clamp_(-QMAX, QMAX) * scale[:, 0] * keep[:, i1 + i]
-            Q[:, i1 + i] = q
-            err = (w - q) / d
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]  # OBS update of the columns still to come
-            Err1[:, i] = err
-        Wc[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    Q, _ = _solve(W0, H, keep, QMAX, blocksize, percdamp, lambda W1, keep1: scale[:, 0])
     q_int = torch.round(Q / scale).to(torch.int8)
     return GPTQResult(q_int, scale, Q, output_error(W0 * keep, Q, H))
+
+
+@torch.no_grad()
+def gptq_quantize_groups(
+    W: Tensor,
+    H: Tensor,
+    mask: Tensor | None = None,
+    group_columns: int = INT4_GROUP,
+    qmax: int = INT4_QMAX,
+    percdamp: float = 0.01,
+) -> GroupGPTQResult:
+    """Quantize W (out, in) to codes in [-qmax, qmax] with a scale per row and group of `group_columns`
+    columns (default: the runtime's int4 grid, 7 and 128), each taken as max|w| / qmax of the group's
+    error-updated kept weights when GPTQ reaches it (1 for an all-zero group); mask False ends 0.
+
+        >>> res = gptq_quantize_groups(W, H)        # res.scale: (out, groups), res.weight = q * scale
+        >>> compress(res.weight, "int4", scales=res.scale).decompress()   # == res.weight
+    """
+    _check(W, H, group_columns, percdamp)
+    W0 = W.detach().float()
+    keep = torch.ones_like(W0, dtype=torch.bool) if mask is None else mask.to(W0.device, torch.bool)
+
+    def group_scale(W1: Tensor, keep1: Tensor) -> Tensor:
+        amax = (W1 * keep1).abs().amax(dim=1)
+        return torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+
+    Q, scales = _solve(W0, H, keep, qmax, group_columns, percdamp, group_scale)
+    scale = torch.stack(scales, dim=1)
+    q_int = torch.round(Q / scale.repeat_interleave(group_columns, dim=1)[:, : W0.shape[1]]).to(torch.int8)
+    return GroupGPTQResult(q_int, scale, Q, output_error(W0 * keep, Q, H))

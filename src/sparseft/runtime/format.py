@@ -259,8 +259,9 @@ def compress(
 
     ``fmt``: a registered value format name (``FORMATS``: fp32, bf16, int8, fp16, int4) or a ValueFormat.
     ``index``: "bitmask" (default), "delta" (high sparsity) or "auto" (delta below ``DELTA_BELOW`` density).
-    ``scales`` (int8 only): the int8 scales to use, per row ((M,) or (M, 1)) or per tensor, instead of
-    max|row| / 127; a weight fake-quantized on these scales (q * s) compresses to exactly its q.
+    ``scales`` (int8 and int4): the scales to use instead of the weight's own (int8: per row, (M,) or (M, 1),
+    or per tensor; int4: per row and group, (M, groups)); a weight fake-quantized on these scales (q * s)
+    compresses to exactly its q.
 
     >>> cw = compress(torch.tensor([[0.0, 2.0], [3.0, 0.0]]), "bf16")
     >>> cw.nnz, cw.mask.tolist()

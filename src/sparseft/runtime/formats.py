@@ -77,7 +77,7 @@ class ValueFormat:
     def encode(self, w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the code of every entry of ``w`` (M, K) fp32, one element each; the scales, flat, or empty)."""
         if scales is not None:
-            raise ConfigError(f"scales apply to int8 values only, not {self.name}")
+            raise ConfigError(f"given scales apply to the formats with scales (int8, int4), not {self.name}")
         return w.to(self.dtype), torch.zeros(0, dtype=torch.float32)
 
     def pack(self, codes: torch.Tensor) -> torch.Tensor:
@@ -195,16 +195,19 @@ class Int4(ValueFormat):
         return rows * self.groups(cols)
 
     def encode(self, w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Round to nearest on each group's own scale (max |w| / 7); an all-zero group gets scale 1."""
-        if scales is not None:
-            raise ConfigError("int4 weights take their group scales from the weight itself (no given scales)")
+        """Round to nearest on each group's own scale (max |w| / 7; an all-zero group gets scale 1), or on
+        given scales ((M, groups) or flat, e.g. GPTQ's from `sparseft.quant.gptq_quantize_groups`), so that
+        a weight already on the grid q * s gets back its q."""
         m, k = w.shape
         g = self.groups(k)
         grouped = torch.zeros(m, g * self.group_columns)
         grouped[:, :k] = w
         grouped = grouped.view(m, g, self.group_columns)
-        amax = grouped.abs().amax(dim=2)
-        s = torch.where(amax > 0, amax / 7.0, torch.ones_like(amax))
+        if scales is None:
+            amax = grouped.abs().amax(dim=2)
+            s = torch.where(amax > 0, amax / 7.0, torch.ones_like(amax))
+        else:
+            s = _group_scales(scales, m, g)
         q = torch.round(grouped / s[:, :, None]).clamp_(-7, 7).view(m, -1)[:, :k]
         return (q + 8).to(torch.uint8), s.reshape(-1).float()
 
@@ -265,6 +268,20 @@ def check_kernel_table(table: Sequence[tuple[str, int, int, bool]]) -> None:
         )
 
 
+def _positive(s: torch.Tensor, what: str) -> torch.Tensor:
+    if not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
+        raise ConfigError(f"{what} scales must be positive and finite")
+    return s.contiguous()
+
+
+def _group_scales(scales: torch.Tensor, m: int, groups: int) -> torch.Tensor:
+    """(m, groups) fp32 int4 scales from (m, groups) or flat ones."""
+    s = scales.detach().to("cpu", torch.float32).reshape(-1)
+    if s.numel() != m * groups:
+        raise ConfigError(f"expected {m} x {groups} int4 group scales (a row and 128 columns each), got {s.numel()}")
+    return _positive(s, "int4").view(m, groups)
+
+
 def _row_scales(scales: torch.Tensor, m: int) -> torch.Tensor:
     """(m,) fp32 scales from per-row ((m,) or (m, 1)) or per-tensor (one element) scales."""
     s = scales.detach().to("cpu", torch.float32).reshape(-1)
@@ -272,9 +289,7 @@ def _row_scales(scales: torch.Tensor, m: int) -> torch.Tensor:
         s = s.expand(m)
     if s.numel() != m:
         raise ConfigError(f"expected {m} per-row int8 scales or one per-tensor scale, got {s.numel()}")
-    if not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
-        raise ConfigError("int8 scales must be positive and finite")
-    return s.contiguous()
+    return _positive(s, "int8")
 
 
 for _fmt in (Fp32(), Bf16(), Int8(), Fp16(), Int4()):

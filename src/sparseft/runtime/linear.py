@@ -161,8 +161,8 @@ class SparseLinear(nn.Module):
         """Compress an nn.Linear / Conv1D; zeros of its weight (or ``~mask``) are dropped.
 
         ``index``: "bitmask", "delta" (very high sparsity) or "auto" (see format.DELTA_BELOW; the int8
-        activation modes always take the bitmask). ``scales``: int8 scales to keep (a quantized model's),
-        instead of max|row| / 127. ``act``, ``input_scale``: see the class."""
+        activation modes always take the bitmask). ``scales``: int8 / int4 scales to keep (a quantized model's),
+        instead of the weight's own (max|row| / 127, max|group| / 7). ``act``, ``input_scale``: see the class."""
         if act != "none" and index == "auto":
             index = "bitmask"
         cw = compress(dense_weight(module), fmt, mask, index, scales)

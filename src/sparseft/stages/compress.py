@@ -1,8 +1,9 @@
 """The compress stage: a pruned (or quantized) model stored as bitmask + packed values for the runtime.
 
 Layers: those named in the input's masks file, else those with more than `min_sparsity` zeros. A folder
-written by the quantize stage keeps its int8 values, scales and activation modes exactly; the layers it
-left in full precision are stored as fp32 (bf16 with `values: bf16`).
+written by the quantize stage keeps its int8 values, scales and activation modes exactly (its GPTQ head too,
+in the format it was quantized to); the layers it left in full precision are stored as fp32 (bf16 with
+`values: bf16`).
 
     >>> record = run_compress(CompressSettings(values="int8"), StageIO("runs/sgpt50", Path("runs/sgpt50-int8")))
 """
@@ -25,25 +26,37 @@ def _zero_fractions(model) -> dict[str, float]:
     return {n: float((weight_matrix(m) == 0).float().mean()) for n, m in model.named_modules() if is_prunable(m)}
 
 
-def compress_head(model, fmt: str) -> str:
+def compress_head(model, fmt: str, scales=None) -> str:
     """Replace the output projection (lm_head / proj_out) by a dense SparseLinear of `fmt`; return its name.
 
     A head tied to the input embedding is untied: the embedding keeps its own weights for the lookup and
     the config says `tie_word_embeddings: false`, so loading never re-ties the packed head to it.
+    `scales`: the head's quantization scales (a quantized folder's GPTQ head), kept exactly.
     """
+    from sparseft.models.head import output_projection, untie_config
     from sparseft.runtime import SparseLinear
 
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    name = next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
-    if name is None or not hasattr(head, "weight") or head.weight.dim() != 2:
-        raise ModelError(f"{type(model).__name__} has no Linear output projection to compress (head: {type(head).__name__})")
-    packed = SparseLinear.from_dense(head, fmt)  # a copy of the values: the embedding's tensor is untouched
+    name, head = output_projection(model)
+    packed = SparseLinear.from_dense(head, fmt, scales=scales)  # a copy of the values: the embedding's is untouched
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, packed)
-    for config in (model.config, getattr(model.config, "get_text_config", lambda: None)()):
-        if config is not None and getattr(config, "tie_word_embeddings", False):
-            config.tie_word_embeddings = False
+    untie_config(model)
     return name
+
+
+def _head_format(settings: CompressSettings, source) -> tuple[str | None, object]:
+    """(value format of the head, its scales or None): the quantize stage's GPTQ head is stored in its own
+    format and scales; asking for another format than the one it was quantized to is refused."""
+    from sparseft.errors import ConfigError
+    from sparseft.quant import read_head_quant
+
+    quantized = read_head_quant(source) if Path(source).is_dir() else None
+    if quantized is None:
+        return settings.head, None
+    if settings.head not in (None, quantized.fmt):
+        raise ConfigError(f"{source} holds {quantized.name} quantized to {quantized.fmt} by GPTQ; compress it with "
+                          f"--head {quantized.fmt} (or leave --head out), not {settings.head}")
+    return quantized.fmt, quantized.scales
 
 
 def run_compress(settings: CompressSettings, io: StageIO) -> dict:
@@ -71,7 +84,8 @@ def run_compress(settings: CompressSettings, io: StageIO) -> dict:
             f"no Linear layer of {io.input} has more than {settings.min_sparsity:.0%} zeros; "
             "prune it first (sparseft prune) or lower --min-sparsity"
         )
-    head = compress_head(model, settings.head) if settings.head else None
+    head_fmt, head_scales = _head_format(settings, io.input)
+    head = compress_head(model, head_fmt, head_scales) if head_fmt else None
     save_compressed(model, out, tokenizer=tokenizer, overwrite=io.overwrite)
     size = folder_bytes(out)
     dense = sum(f.stat().st_size for f in Path(io.input).glob("*.safetensors") if f.name != MASKS_FILE) if is_folder else 0

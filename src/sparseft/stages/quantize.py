@@ -1,4 +1,5 @@
-"""The quantize stage: INT8 fake-quantization (W8A8 dynamic/static, or weight-only W8A16) keeping zeros.
+"""The quantize stage: INT8 fake-quantization (W8A8 dynamic/static, or weight-only W8A16) keeping zeros,
+and optionally the output projection by GPTQ (int4 or int8, `head`).
 
 The output is an HF model folder with the dequantized weights, their scales and the input's masks;
 `compress` then runs it on the int8 / W8A8 kernels with the same int8 values.
@@ -49,7 +50,19 @@ def run_quantize(settings: QuantizeSettings, io: StageIO) -> dict:
     kept, sensitivity = _sensitive_layers(settings, model, batches, masks)
     ignore = list(settings.ignore or []) + kept
     fq = quantize_model(model, scheme, settings.targets, ignore or None, masks, batches, settings.method)
+    head = _quantize_head(settings, model, batches)
     record = stage_record("quantize", settings, io, scheme=scheme.name, quantized_layers=len(fq.layers),
-                          ignored=ignore, sensitivity=sensitivity)
-    save_quantized(model, out, fq, tokenizer=tokenizer, masks=masks, record=record, overwrite=io.overwrite)
+                          ignored=ignore, sensitivity=sensitivity, head=head.record() if head else None)
+    save_quantized(model, out, fq, tokenizer=tokenizer, masks=masks, record=record, overwrite=io.overwrite, head=head)
     return {**record, "quant": fq.record()}
+
+
+def _quantize_head(settings: QuantizeSettings, model, batches):
+    """GPTQ of the output projection on the inputs of the model quantized so far, when asked for."""
+    from sparseft.quant import quantize_head
+
+    if settings.head is None:
+        return None
+    head = quantize_head(model, batches, settings.head)
+    report_log.info("%s: GPTQ %s, output error %.4g", head.name, head.fmt, head.error)
+    return head
