@@ -253,9 +253,12 @@ def compress(
     mask: torch.Tensor | None = None,
     index: str = "bitmask",
     scales: torch.Tensor | None = None,
+    store_all: bool = False,
 ) -> CompressedWeight:
     """Compress a 2-D weight (out_features, in_features); zeros (or ``~mask``) are not stored, except in
-    weights at least ``DENSE_ABOVE`` dense, which store every column.
+    weights at least ``DENSE_ABOVE`` dense, which store every column, and with ``store_all``: every column,
+    whatever its zeros (a dense weight whose zeros are rounding's, e.g. a GPTQ int4 lm_head with 27% of
+    its codes 0, runs the kernels that read no mask).
 
     ``fmt``: a registered value format name (``FORMATS``: fp32, bf16, int8, fp16, int4) or a ValueFormat.
     ``index``: "bitmask" (default), "delta" (high sparsity) or "auto" (delta below ``DELTA_BELOW`` density).
@@ -273,7 +276,7 @@ def compress(
     w = dense.detach().to("cpu", torch.float32)
     keep = (w != 0) if mask is None else mask.to("cpu", torch.bool) & (w != 0)
     w = w * keep
-    if keep.numel() and keep.float().mean() >= DENSE_ABOVE:
+    if store_all or (keep.numel() and keep.float().mean() >= DENSE_ABOVE):
         keep = torch.ones_like(keep)
     m, k = w.shape
     if index == "auto":

@@ -157,15 +157,17 @@ class SparseLinear(nn.Module):
         act: str = "none",
         scales: torch.Tensor | None = None,
         input_scale: float | torch.Tensor | None = None,
+        store_all: bool = False,
     ) -> SparseLinear:
-        """Compress an nn.Linear / Conv1D; zeros of its weight (or ``~mask``) are dropped.
+        """Compress an nn.Linear / Conv1D; zeros of its weight (or ``~mask``) are dropped, unless ``store_all``
+        (every column stored: see `format.compress`).
 
         ``index``: "bitmask", "delta" (very high sparsity) or "auto" (see format.DELTA_BELOW; the int8
         activation modes always take the bitmask). ``scales``: int8 / int4 scales to keep (a quantized model's),
         instead of the weight's own (max|row| / 127, max|group| / 7). ``act``, ``input_scale``: see the class."""
         if act != "none" and index == "auto":
             index = "bitmask"
-        cw = compress(dense_weight(module), fmt, mask, index, scales)
+        cw = compress(dense_weight(module), fmt, mask, index, scales, store_all)
         return cls(cw, getattr(module, "bias", None), act, input_scale)
 
     @classmethod
