@@ -128,3 +128,25 @@ def test_t5_through_the_cli(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "c"), "--data", pairs, "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert f"bleu: {pairs} " in out and "sparsity 6" in out  # GMP took it from 50% to 60%
+
+
+def test_whisper_proj_out_quantizes_to_int4_by_gptq_and_compresses_to_those_codes(tmp_path):
+    """`quantize --head int4` on a speech model: the same head path as causal LMs (proj_out, tied to the
+    decoder's embedding, untied; the embedding kept), and the compressed model transcribes like the folder."""
+    from sparseft.quant import load_quantized, read_head_quant
+
+    tiny_whisper(tmp_path / "dense")
+    embedding = load_model(tmp_path / "dense").get_decoder().embed_tokens.weight.detach().clone()
+    data = _data("whisper", tmp_path)
+    calib = {"source": data, "nsamples": 4, "batch_size": 2}
+    run_oneshot(OneShotSettings(sparsity=0.5, calib=calib, progress=False), StageIO(str(tmp_path / "dense"), tmp_path / "p"))
+    record = run_quantize(QuantizeSettings(scheme="w8a16", head="int4", calib=calib), StageIO(str(tmp_path / "p"), tmp_path / "q"))
+    assert record["head"]["name"] == "proj_out" and read_head_quant(tmp_path / "q").fmt == "int4"
+    quantized, _ = load_quantized(tmp_path / "q")
+    assert torch.equal(quantized.get_decoder().embed_tokens.weight, embedding)
+    assert not torch.equal(quantized.proj_out.weight, embedding)
+    run_compress(CompressSettings(), StageIO(str(tmp_path / "q"), tmp_path / "c"))
+    compressed = load_model(tmp_path / "c")
+    assert isinstance(compressed.proj_out, SparseLinear) and compressed.proj_out.fmt == "int4"
+    assert torch.equal(compressed.proj_out.compressed().decompress(), quantized.proj_out.weight.detach())
+    assert torch.equal(_generate(compressed, "whisper", data), _generate(quantized, "whisper", data))
