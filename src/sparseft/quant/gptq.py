@@ -11,6 +11,10 @@ On a model it runs as the "gptq" solver of the sequential driver (`sparseft.prun
 driver SparseGPT uses: `quantize_model(..., method="gptq")` collects each layer's H block by block, on
 the outputs of the blocks already quantized, as GPTQ's reference code does.
 
+`gptq_quantize_groups` is the same loop on a grid with a scale per row and group of columns (default:
+the runtime's int4, codes -7..7 per 128 columns), each group's scale taken from its error-updated
+weights when the loop reaches it; `sparseft.quant.head` runs it on the output projection.
+
 After GPTQ a row's largest |q| may end below 127, so its scale is not max|W[r]| / 127: the runtime
 must be given the scales (`sparseft.quant.compress_quantized`, the compress stage and `sparseft compress`
 on a quantized folder do so) to get back exactly these `q`.
@@ -39,17 +43,8 @@ INT4_GROUP, INT4_QMAX = 128, 7  # the runtime's int4 format (sparseft.runtime.fo
 
 @dataclass(frozen=True)
 class GPTQResult:
-    """int8 `q`, scales (out, 1), the dequantized weight (fp32) and its output error on H."""
-
-    q: Tensor
-    scale: Tensor
-    weight: Tensor
-    error: float
-
-
-@dataclass(frozen=True)
-class GroupGPTQResult:
-    """Codes `q` (int8 tensor, |q| <= qmax), scales (out, groups), the dequantized weight and its error on H."""
+    """Codes `q` (int8 tensor), scales ((out, 1) per row; (out, groups) from `gptq_quantize_groups`), the
+    dequantized weight (fp32) and its output error on H."""
 
     q: Tensor
     scale: Tensor
@@ -136,7 +131,7 @@ def gptq_quantize_groups(
     group_columns: int = INT4_GROUP,
     qmax: int = INT4_QMAX,
     percdamp: float = 0.01,
-) -> GroupGPTQResult:
+) -> GPTQResult:
     """Quantize W (out, in) to codes in [-qmax, qmax] with a scale per row and group of `group_columns`
     columns (default: the runtime's int4 grid, 7 and 128), each taken as max|w| / qmax of the group's
     error-updated kept weights when GPTQ reaches it (1 for an all-zero group); mask False ends 0.
@@ -155,4 +150,4 @@ def gptq_quantize_groups(
     Q, scales = _solve(W0, H, keep, qmax, group_columns, percdamp, group_scale)
     scale = torch.stack(scales, dim=1)
     q_int = torch.round(Q / scale.repeat_interleave(group_columns, dim=1)[:, : W0.shape[1]]).to(torch.int8)
-    return GroupGPTQResult(q_int, scale, Q, output_error(W0 * keep, Q, H))
+    return GPTQResult(q_int, scale, Q, output_error(W0 * keep, Q, H))
