@@ -37,6 +37,7 @@ from torch import nn
 
 from sparseft.errors import ConfigError
 from sparseft.runtime.fusion import fuse_projections
+from sparseft.runtime.suppression import use_cached_suppression
 
 ATTENTION = "sparseft_sdpa"
 ATTENTION_LONG = "sparseft_sdpa_long"
@@ -209,8 +210,9 @@ def prepare_for_decode(
     ``dynamic``: passed to torch.compile (False: fixed shapes, one graph per cache size); ``backend``:
     torch.compile's ("eager" traces without generating code: tests); ``long_attention``: attention over
     query blocks of 256+ rows (Whisper's encoder, long prompts) in bf16, where the CPU has AMX or AVX512-BF16
-    (runtime/long_attention.py; changes the numerics like bf16 attention does). A dense model prepared
-    the same way is the fair baseline of a prepared sparse one. Returns {"fused": [groups], "compiled": bool, ...}."""
+    (runtime/long_attention.py; changes the numerics like bf16 attention does). Whisper's token suppression
+    runs on masks built once (runtime/suppression.py; the same tokens). A dense model prepared the same way
+    is the fair baseline of a prepared sparse one. Returns {"fused": [groups], "compiled": bool, ...}."""
     if compile and not hasattr(model, "generation_config"):
         raise ConfigError("compile=True needs a transformers generation model (one with .generation_config)")
     settings = {"dynamic": dynamic, "max_cache_len": max_cache_len, "backend": backend}
@@ -219,4 +221,5 @@ def prepare_for_decode(
     attention = use_decode_attention(model, long_bf16=long_attention) if compile or long_attention else False
     if compile:
         compile_generate(model)
-    return {"fused": fused, "attention": attention, "compiled": compile}
+    suppression = use_cached_suppression(model)
+    return {"fused": fused, "attention": attention, "compiled": compile, "cached_suppression": suppression}
