@@ -4,15 +4,14 @@ HF's `SuppressTokensLogitsProcessor` and `SuppressTokensAtBeginLogitsProcessor` 
 whole vocabulary against their token lists at every step (51864 entries for Whisper: ~0.9 ms each, ~2 ms
 of a decoder step whose sparse kernels take a few ms; measured on an AMD EPYC Zen 5, 1 thread).
 `CachedSuppression` applies the same two rules with two boolean masks made once; `use_cached_suppression`
-makes every later `model.generate` call use it in place of HF's pair (the model's own generation config
-is left as it is, so a saved model keeps its suppress lists).
+makes every later `model.generate` call use it in place of HF's pair (the lists leave the model's
+generation config only for the duration of a call, so a saved model keeps them).
 
     >>> use_cached_suppression(whisper)        # True: whisper.generate(...) now gives the same tokens, faster
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -64,11 +63,16 @@ def use_cached_suppression(model: nn.Module) -> bool:
     def generate(*args, generation_config=None, logits_processor=None, **kwargs):
         if generation_config is not None:
             return original(*args, generation_config=generation_config, logits_processor=logits_processor, **kwargs)
-        gc = copy.deepcopy(model.generation_config)  # read at call time: later settings (compile) apply
-        processor = CachedSuppression(gc.suppress_tokens or [], gc.begin_suppress_tokens or [], vocab)
-        gc.suppress_tokens = gc.begin_suppress_tokens = None
-        processors = LogitsProcessorList([*(logits_processor or []), processor])
-        return original(*args, generation_config=gc, logits_processor=processors, **kwargs)
+        # HF fills a passed config's None fields from model.generation_config, so the lists are taken off
+        # the model's own config for the call (and put back, also on errors: a saved model keeps them).
+        own = model.generation_config
+        lists = own.suppress_tokens, own.begin_suppress_tokens
+        processor = CachedSuppression(lists[0] or [], lists[1] or [], vocab)
+        own.suppress_tokens = own.begin_suppress_tokens = None
+        try:
+            return original(*args, logits_processor=LogitsProcessorList([*(logits_processor or []), processor]), **kwargs)
+        finally:
+            own.suppress_tokens, own.begin_suppress_tokens = lists
 
     object.__setattr__(model, "generate", generate)  # an instance attribute, not a submodule
     object.__setattr__(model, "_sparseft_suppression", True)
