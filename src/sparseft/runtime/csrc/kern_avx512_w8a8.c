@@ -29,6 +29,7 @@
 #endif
 #define PF(p) _mm_prefetch((const char *)(p) + W8_PF_DIST, _MM_HINT_T0)
 
+
 /* Expand a word's values. The register form (64-byte load, then vpexpandb) measured faster than the
  * memory form (vpexpandb zmm{k}, m512) on Sapphire Rapids; both read at most 64 bytes, which the
  * values' padding covers. -DW8_EXPANDLOAD selects the memory form. */
@@ -91,6 +92,7 @@ INLINE T512 __m512i row_dot_seq(const w8_job *j, int64_t r) {
     int64_t w = 0;
     for (; w + 2 <= j->KW; w += 2) {
         const uint64_t b0 = m[w], b1 = m[w + 1];
+        SP_SEQ_PF(v);
         __m512i e0 = SP_LOAD_OR_EXPAND_EPI8(b0, v);
         v += __builtin_popcountll(b0);
         __m512i e1 = SP_LOAD_OR_EXPAND_EPI8(b1, v);

@@ -133,6 +133,18 @@ static inline float sp_load_val(int fmt, const void *vals, int64_t i) {
 #define SP_FULL_PF_DIST 8192
 #endif
 #define SP_FULL_PF(p) _mm_prefetch((const char *)(p) + SP_FULL_PF_DIST, _MM_HINT_T0)
+/* Prefetch distance (bytes) of the values stream of the sequential batch-1 W8A8 rows (0: none, e.g.
+ * -DSP_SEQ_PF_DIST=0). Decode steps on Zen 5, 1 thread, 4-6 A/B builds each (`decode_breakdown --native`):
+ * SmolLM2 50% W8A8 3.40-3.65 ms with none, 3.14-3.26 ms at 4096 B; 70% unchanged (2.83-3.09 vs 2.84-3.04);
+ * 256 and 1024 B no better, 8192 B mixed. The same prefetch in the weight-only int8 rows (spmv_i8_seq)
+ * made the 50% int8 step slower (4.33-4.60 -> 5.54-5.82 ms), so they have none. */
+#ifndef SP_SEQ_PF_DIST
+#define SP_SEQ_PF_DIST 4096
+#endif
+#define SP_SEQ_PF(p)                                                                                   \
+    do {                                                                                               \
+        if (SP_SEQ_PF_DIST) _mm_prefetch((const char *)(p) + SP_SEQ_PF_DIST, _MM_HINT_T0);            \
+    } while (0)
 /* Mask of the columns of a row's last word (all 64 when K is a multiple of 64). */
 #define SP_TAIL_MASK(K) ((K) % 64 ? (__mmask64)((1ULL << ((K) % 64)) - 1) : ~(__mmask64)0)
 /* Word w of an all-stored int8 row at p: a plain load, masked only for a partial last word (the next row's
