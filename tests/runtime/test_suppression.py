@@ -57,3 +57,22 @@ def test_whisper_generates_the_tokens_of_hf_suppression(tmp_path):
     assert torch.equal(got, want)
     assert max(calls, default=0) < model.config.vocab_size  # HF's processors (isin over the vocabulary) are off
     assert model.generation_config.suppress_tokens == [int(free[0, 2])]  # a saved model keeps its lists
+
+
+def test_transcription_applies_the_suppression_without_hf_processors(tmp_path):
+    """`evaluate.transcribe` (sparseft eval, held-out curves) runs through `cached_suppression`: HF's tokens,
+    and the model's lists are back afterwards."""
+    from sparseft.runtime.suppression import cached_suppression
+
+    model = tiny_whisper(tmp_path / "w")
+    features = _features(model)
+    kwargs = {"max_new_tokens": 8, "do_sample": False}
+    free = model.generate(features, **kwargs)
+    model.generation_config.suppress_tokens = [int(free[0, 3])]
+    model.generation_config.begin_suppress_tokens = [int(free[0, 1])]
+    want = model.generate(features, **kwargs)
+    with cached_suppression(model) as processors:
+        assert model.generation_config.suppress_tokens is None
+        got = model.generate(features, logits_processor=processors, **kwargs)
+    assert torch.equal(got, want) and not torch.equal(got, free)
+    assert model.generation_config.suppress_tokens == [int(free[0, 3])]

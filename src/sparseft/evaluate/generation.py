@@ -19,6 +19,7 @@ from sparseft.data.examples import clip_features
 from sparseft.data.pairs import TextPair
 from sparseft.data.speech import SpeechClip
 from sparseft.evaluate.metrics import corpus_bleu, corpus_word_error_rate
+from sparseft.runtime.suppression import cached_suppression
 
 
 class _BothLengthsFilter(logging.Filter):
@@ -87,10 +88,12 @@ def transcribe(model, extractor: Any, tokenizer: Any, clips: Sequence[SpeechClip
             end += 1
         batches.append(clips[start:end])
         start = end
-    for batch in tqdm(batches, desc="transcribe", disable=not progress):
-        features = clip_features(extractor, batch).to(_device(model), model.dtype)
-        ids = model.generate(input_features=features, **options, **language_options(model, batch[0].language))
-        out += decode_generated(tokenizer, ids)
+    with cached_suppression(model) as processors:  # the same tokens, without a vocabulary-wide isin per step
+        for batch in tqdm(batches, desc="transcribe", disable=not progress):
+            features = clip_features(extractor, batch).to(_device(model), model.dtype)
+            ids = model.generate(input_features=features, logits_processor=processors, **options,
+                                 **language_options(model, batch[0].language))
+            out += decode_generated(tokenizer, ids)
     return out
 
 

@@ -4,15 +4,17 @@ HF's `SuppressTokensLogitsProcessor` and `SuppressTokensAtBeginLogitsProcessor` 
 whole vocabulary against their token lists at every step (51864 entries for Whisper: ~0.9 ms each, ~2 ms
 of a decoder step whose sparse kernels take a few ms; measured on an AMD EPYC Zen 5, 1 thread).
 `CachedSuppression` applies the same two rules with two boolean masks made once; `use_cached_suppression`
-makes every later `model.generate` call use it in place of HF's pair (the lists leave the model's
-generation config only for the duration of a call, so a saved model keeps them).
+makes every later `model.generate` call use it in place of HF's pair, and `cached_suppression` does
+the same for one block of calls (evaluation); the lists leave the model's generation config only for the
+duration, so a saved model keeps them.
 
     >>> use_cached_suppression(whisper)        # True: whisper.generate(...) now gives the same tokens, faster
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -48,6 +50,29 @@ class CachedSuppression(LogitsProcessor):
         return scores.masked_fill(mask.to(scores.device), -float("inf"))
 
 
+@contextmanager
+def cached_suppression(model: nn.Module) -> Iterator[list[LogitsProcessor]]:
+    """Within the block, the model's generation config has no suppress lists and the yielded processors
+    (pass them as ``logits_processor`` to ``model.generate``) apply them; the lists are put back after,
+    errors included. HF fills a passed config's None fields from ``model.generation_config``, which is
+    why the lists leave the model's own config rather than a copy.
+
+        >>> with cached_suppression(whisper) as processors:
+        ...     ids = whisper.generate(input_features=features, logits_processor=processors)
+    """
+    own = getattr(model, "generation_config", None)
+    lists = (own.suppress_tokens, own.begin_suppress_tokens) if own is not None else (None, None)
+    if not (lists[0] or lists[1]):
+        yield []
+        return
+    processor = CachedSuppression(lists[0] or [], lists[1] or [], model.config.vocab_size)
+    own.suppress_tokens = own.begin_suppress_tokens = None
+    try:
+        yield [processor]
+    finally:
+        own.suppress_tokens, own.begin_suppress_tokens = lists
+
+
 def use_cached_suppression(model: nn.Module) -> bool:
     """Make ``model.generate`` apply the generation config's ``suppress_tokens`` / ``begin_suppress_tokens``
     through `CachedSuppression` (a call that passes its own ``generation_config`` runs unchanged). Returns
@@ -58,21 +83,13 @@ def use_cached_suppression(model: nn.Module) -> bool:
     if getattr(model, "_sparseft_suppression", False):
         return True
     original = model.generate
-    vocab = model.config.vocab_size
 
     def generate(*args, generation_config=None, logits_processor=None, **kwargs):
         if generation_config is not None:
             return original(*args, generation_config=generation_config, logits_processor=logits_processor, **kwargs)
-        # HF fills a passed config's None fields from model.generation_config, so the lists are taken off
-        # the model's own config for the call (and put back, also on errors: a saved model keeps them).
-        own = model.generation_config
-        lists = own.suppress_tokens, own.begin_suppress_tokens
-        processor = CachedSuppression(lists[0] or [], lists[1] or [], vocab)
-        own.suppress_tokens = own.begin_suppress_tokens = None
-        try:
-            return original(*args, logits_processor=LogitsProcessorList([*(logits_processor or []), processor]), **kwargs)
-        finally:
-            own.suppress_tokens, own.begin_suppress_tokens = lists
+        with cached_suppression(model) as processors:
+            return original(*args, logits_processor=LogitsProcessorList([*(logits_processor or []), *processors]),
+                            **kwargs)
 
     object.__setattr__(model, "generate", generate)  # an instance attribute, not a submodule
     object.__setattr__(model, "_sparseft_suppression", True)
