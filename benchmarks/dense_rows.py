@@ -40,13 +40,19 @@ def rotating(hs: list, x: torch.Tensor):
     return call
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def head_weight_from_args(doc: str) -> tuple[argparse.Namespace, torch.Tensor]:
+    """(--model / --out arguments, a copy of the model's lm_head weight), with torch on 1 thread: the
+    set-up of the head benchmarks (this one and head_formats.py)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    w = load_model(args.model).lm_head.weight.detach().clone()
+    return args, load_model(args.model).lm_head.weight.detach().clone()
+
+
+def main() -> None:
+    args, w = head_weight_from_args(__doc__)
     gapped = w * (torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) >= 0.052)
     x = torch.randn(1, w.shape[1])
     record = {"model": args.model, "shape": list(w.shape), "threads": 1, "batch": 1,

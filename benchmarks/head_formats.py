@@ -9,14 +9,11 @@ interleaved rounds (`best_times`); GB/s counts the bytes of values and scales ea
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
-from dense_rows import COPIES, rotating
+from dense_rows import COPIES, head_weight_from_args, rotating
 
-from sparseft.models import load_model
 from sparseft.runtime.format import compress
 from sparseft.runtime.kernels import pack_weight
 from sparseft.runtime.timing import bandwidth_gbs, best_times
@@ -25,12 +22,7 @@ PACKINGS = {"int8": ("int8", "none"), "int8 W8A8": ("int8", "dynamic-int8"), "in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    w = load_model(args.model).lm_head.weight.detach().clone()
+    args, w = head_weight_from_args(__doc__)
     x = torch.randn(1, w.shape[1])
     calls, mbytes = {}, {}
     for name, (fmt, act) in PACKINGS.items():

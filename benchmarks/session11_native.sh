@@ -3,19 +3,8 @@
 # int4 kernel) against the int8 one, 70% and 50% W8A8 blocks, against llama.cpp Q4_0 / Q8_0 in the same
 # runs; read bandwidth probed before each run. Models: benchmarks/session9_models.sh, then
 # benchmarks/session11_models.sh. TAG=_x names a re-run's records; ROUNDS="a b c" sets the rounds.
-export OMP_WAIT_POLICY=passive HF_HUB_OFFLINE=1
 cd "$(dirname "$0")/.."
-out=benchmarks/results
-probe() {  # read bandwidth (GB/s) of torch.sum over 256 MB with $1 threads
-    .venv/bin/python -c "import torch; torch.set_num_threads($1); from sparseft.runtime.timing import bandwidth_gbs; print(f'bandwidth {$1} thread(s): {bandwidth_gbs():.1f} GB/s')"
-}
-bench() {  # bench NAME THREADS MODEL ARGS...
-    local name=$1 threads=$2 model=$3; shift 3
-    probe "$threads"
-    .venv/bin/sparseft bench --model "$model" --baseline smollm2-135m --tokens 64 --rounds 5 --threads "$threads" \
-        --fuse --native "$@" --peer llama.cpp:Q4_0 llama.cpp:Q8_0 --out "$out/$name" 2>&1 \
-        | grep -v "Loading\|llama_\|^\[\|^{" | grep "tokens/s"
-}
+source benchmarks/native_bench.sh  # probe, bench, $out
 .venv/bin/python benchmarks/head_formats.py --out "$out/head_formats_session11${TAG}.json" | grep -A4 '"ms"'
 .venv/bin/python benchmarks/decode_breakdown.py runs/smol-mag70-w8a8-h4 --native --out "$out/breakdown70_w8a8_h4_session11${TAG}.json" \
     | grep -E '"(step_ms|linear_kernels_ms|bytes_bound_ms|read_bandwidth_gbs|step_vs_bytes_bound|lm_head)"'

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparseft.cli import main
-from sparseft.errors import ConfigError
+from sparseft.errors import CheckpointError, ConfigError
 from sparseft.models import load_model
 from sparseft.models.saving import save_model_folder
 from sparseft.prune import magnitude_prune
@@ -132,3 +132,16 @@ def test_the_cli_quantizes_the_head(tmp_path):
     W = load_model(str(tmp_path / "q")).lm_head.weight.detach()
     steps = W / hq.scales[:, None]
     torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("record", [{"format": "int4"}, {"name": "lm_head", "format": "int3"}, ["lm_head"]])
+def test_a_crafted_head_record_is_refused_in_one_line(quantized_head, record, capsys):
+    tmp_path, _, _ = quantized_head
+    stage = tmp_path / "q" / "stage.json"
+    data = json.loads(stage.read_text())
+    data["quant_head"] = record
+    stage.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="quant_head"):
+        read_head_quant(tmp_path / "q")
+    assert main(["compress", str(tmp_path / "q"), "--out", str(tmp_path / "c")]) == 1
+    assert "quant_head" in capsys.readouterr().err and not (tmp_path / "c").exists()

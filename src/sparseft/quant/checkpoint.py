@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from sparseft.errors import CheckpointError
 from sparseft.models.saving import RECORD_FILE, save_model_folder
 from sparseft.quant.fakequant import FakeQuantizer, LayerQuant, QuantScheme
-from sparseft.quant.head import HeadQuant
+from sparseft.quant.head import HEAD_FORMATS, HeadQuant
 
 SCALES_FILE = "quant_scales.safetensors"
 
@@ -50,6 +50,9 @@ def read_head_quant(folder: str | Path) -> HeadQuant | None:
         return None
     if not info:
         return None
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str) or info.get("format") not in HEAD_FORMATS:
+        raise CheckpointError(f"{folder / RECORD_FILE}: 'quant_head' needs a head name and a format of "
+                              f"{', '.join(HEAD_FORMATS)}, got {info!r:.200}")
     key = f"{info['name']}.head_scale"
     try:
         scales = load_file(str(folder / SCALES_FILE))
@@ -57,7 +60,8 @@ def read_head_quant(folder: str | Path) -> HeadQuant | None:
         raise CheckpointError(f"{folder} records a quantized head but {SCALES_FILE} is missing") from err
     if key not in scales:
         raise CheckpointError(f"{folder / SCALES_FILE} lacks the head scales {key}")
-    return HeadQuant(info["name"], info["format"], scales[key], float(info.get("output_error", 0.0)))
+    error = info.get("output_error", 0.0)
+    return HeadQuant(info["name"], info["format"], scales[key], float(error) if isinstance(error, (int, float)) else 0.0)
 
 
 def read_quantizer(folder: str | Path) -> FakeQuantizer:
