@@ -12,6 +12,7 @@ from torch import nn
 
 from sparseft.errors import ConfigError
 from sparseft.runtime import FORMATS, SparseLinear, _kernels, forced_isa, set_num_threads
+from sparseft.runtime.dense_batch import forced_dense_batches
 from sparseft.runtime.fast_decode import prepare_for_decode
 from sparseft.runtime.native_decode import NativeDecoder, unsupported_reason
 from tiny_models import build_tiny_model
@@ -23,11 +24,13 @@ NEW = 12
 @torch.no_grad()
 def hf_steps(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """HF's greedy tokens after PROMPT and the logits of the prompt's last position and of every decode step
-    (token by token with a cache)."""
+    (token by token with a cache), every projection on the sparse kernels the native step runs (the
+    prompt's batch of 7 rows would otherwise take the dense bf16 copy, runtime/dense_batch.py)."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    out = model(input_ids=PROMPT, past_key_values=cache, use_cache=True)
+    with forced_dense_batches("off"):
+        out = model(input_ids=PROMPT, past_key_values=cache, use_cache=True)
     ids, logits = [int(out.logits[0, -1].argmax())], [out.logits[0, -1]]
     for _ in range(tokens - 1):
         out = model(input_ids=torch.tensor([[ids[-1]]]), past_key_values=cache, use_cache=True)
@@ -110,7 +113,7 @@ def test_prompt_forward_fills_the_cache_with_hfs_keys_and_values() -> None:
 
     model = sparse_tiny("llama", "int8")
     cache = DynamicCache()
-    with torch.no_grad():
+    with torch.no_grad(), forced_dense_batches("off"):  # the sparse kernels, as the native prompt forward
         model(input_ids=PROMPT, past_key_values=cache, use_cache=True)
     decoder = NativeDecoder(model, max_positions=16)
     decoder.prefill(PROMPT)
@@ -174,7 +177,7 @@ def test_a_description_with_wrong_sizes_is_refused_by_the_c_side() -> None:
     decoder = NativeDecoder(sparse_tiny("llama", None), max_positions=8)
     model = decoder.model
     model.model.layers[1].mlp.down_proj = nn.Linear(64, 64)  # MLP width 128 expected as its input
-    with pytest.raises(ValueError, match="down projection"):
+    with pytest.raises(ValueError, match=r"down \(fc2\) projection"):
         NativeDecoder(model, max_positions=8)
     ints = torch.zeros(3, dtype=torch.int64)
     with pytest.raises(ValueError, match="bad sizes"):

@@ -6,11 +6,13 @@
 >>> model = load_compressed("out/model-70-int8")
 
 Value formats (fp32, bf16, int8, fp16) are registered in runtime/formats.py (`get_format`); the kernels
-are reached through one packed handle per weight (`pack_weight`) and one call (`linear`).
+are reached through one packed handle per weight (`pack_weight`) and one call (`linear`); large
+batches may run on a dense copy instead where that is faster (runtime/dense_batch.py).
 """
 
 from sparseft.runtime.checkpoint import load_compressed, save_compressed
 from sparseft.runtime.convert import Int8Spec, select_layers, sparsify_model
+from sparseft.runtime.dense_batch import forced_dense_batches, set_dense_batches
 from sparseft.runtime.format import CompressedWeight, compress
 from sparseft.runtime.formats import FORMATS, ValueFormat, format_names, get_format, register_format
 from sparseft.runtime.kernels import (
@@ -36,6 +38,7 @@ __all__ = [
     "WeightInfo",
     "best_isa",
     "compress",
+    "forced_dense_batches",
     "forced_isa",
     "format_names",
     "get_format",
@@ -45,6 +48,7 @@ __all__ = [
     "register_format",
     "save_compressed",
     "select_layers",
+    "set_dense_batches",
     "set_isa",
     "set_num_threads",
     "sparse_matmul",

@@ -110,11 +110,28 @@ class CompressedWeight:
         tensor([[1., 0., 0.], [0., 1., 0.], [0., 0., 1.]])
         """
         dense = torch.zeros(self.shape, dtype=torch.float32)
-        rows = self._delta_rows()
-        cols = self._delta_cols() if self.index == "delta" else self.bits().nonzero()[:, 1]
+        rows, cols = self._positions()
         fmt = self.format
         dense[rows, cols] = fmt.decode(fmt.unpack(self.values, self.nnz), self.scales, rows, cols, self.shape)
         return dense
+
+    def dense_codes(self) -> torch.Tensor:
+        """The stored codes at their places and zeros elsewhere, (M, K) in the values' dtype: for int8
+        weights the integers before their row scales (``decompress() == dense_codes() * scales[:, None]``).
+
+        >>> compress(torch.eye(2) * 3, "int8").dense_codes()
+        tensor([[127, 0], [0, 127]], dtype=torch.int8)
+        """
+        fmt = self.format
+        codes = fmt.unpack(self.values, self.nnz)
+        dense = torch.zeros(self.shape, dtype=codes.dtype)
+        dense[self._positions()] = codes
+        return dense
+
+    def _positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, cols) of the stored entries, in storage order."""
+        cols = self._delta_cols() if self.index == "delta" else self.bits().nonzero()[:, 1]
+        return self._delta_rows(), cols
 
     def validate(self) -> None:
         """Raise ConfigError unless the tensors fit the format, index and shape: the C kernels read them

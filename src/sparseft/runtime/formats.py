@@ -37,7 +37,8 @@ class ValueFormat:
     input whose int32 sums in the VNNI / AMX / W8A8 kernels stay exact; None for float values),
     ``group_columns`` (scales per row and group of this many columns, 0 = one per row), ``indexes`` (the
     index layouts its kernels read: "bitmask", "delta"), and the
-    capabilities ``has_scales`` and ``supports_int8_activations`` (W8A8 kernels)."""
+    capabilities ``has_scales``, ``supports_int8_activations`` (W8A8 kernels) and ``dense_bf16`` (large
+    batches may run on a dense bf16 copy, runtime/dense_batch.py: values no finer than bf16's 8 bits)."""
 
     name: str
     dtype: torch.dtype
@@ -50,6 +51,7 @@ class ValueFormat:
     indexes: tuple[str, ...] = ("bitmask", "delta")
     has_scales: bool = False
     supports_int8_activations: bool = False
+    dense_bf16: bool = False
 
     @property
     def element_bytes(self) -> int:
@@ -121,6 +123,7 @@ class Bf16(ValueFormat):
     """bf16 values (rounded to nearest even); AMX from 4 rows of x."""
 
     name, dtype, kernel_id, delta_below, amx_min_batch = "bf16", torch.bfloat16, 1, 0.05, 4
+    dense_bf16 = True
 
 
 class Int8(ValueFormat):
@@ -132,6 +135,7 @@ class Int8(ValueFormat):
     int_sum_max_k = 65536  # K * 127 * 255 < 2^31
     has_scales = True
     supports_int8_activations = True
+    dense_bf16 = True  # codes exact in bf16; the row scale rounds once
 
     def encode(self, w: torch.Tensor, scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """q = round(w / s) per row; given scales (a quantized model's, e.g. GPTQ's, where a row's largest
@@ -183,6 +187,7 @@ class Int4(ValueFormat):
     group_columns = 128
     indexes = ("bitmask",)  # the delta kernel has no group scales
     has_scales = True
+    dense_bf16 = True
 
     def stored_len(self, nnz: int) -> int:
         return (nnz + 1) // 2

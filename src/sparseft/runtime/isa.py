@@ -65,6 +65,11 @@ def forced_isa(name: str) -> Iterator[None]:
         _sync_amx()
 
 
+def isa_forced() -> bool:
+    """True while ``set_isa`` / ``forced_isa`` forces a code path (tests of each path)."""
+    return _forced is not None
+
+
 def isa_code() -> int:
     """Code (index in ISAS) of the path the next call uses."""
     return _forced if _forced is not None else _default_code

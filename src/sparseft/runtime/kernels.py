@@ -28,6 +28,7 @@ import torch
 
 from sparseft.errors import ConfigError
 from sparseft.runtime import _kernels
+from sparseft.runtime.dense_batch import DenseCopy, dense_rows
 from sparseft.runtime.format import CompressedWeight
 from sparseft.runtime.formats import check_kernel_table
 from sparseft.runtime.isa import (  # noqa: F401  (the settings, re-exported: one import for callers)
@@ -82,7 +83,8 @@ class WeightHandle:
     It keeps the tensors it points into alive, so it never dangles; a layer whose buffers are replaced
     builds a new one (SparseLinear does on assignment and on load)."""
 
-    __slots__ = ("capsule", "out_features", "in_features", "act", "act_code", "input_scale", "tensors")
+    __slots__ = ("capsule", "out_features", "in_features", "act", "act_code", "input_scale", "tensors", "cw",
+                 "dense_ok", "_dense")
 
     def __init__(
         self,
@@ -106,6 +108,9 @@ class WeightHandle:
                 raise ConfigError(f"bias must have {m} elements, got shape {tuple(bias.shape)}")
         rowsum = row_sums(cw) if rowsum is None else rowsum
         self.tensors = (cw.mask, cw.values, cw.rowptr, cw.scales, rowsum, bias)
+        # large batches may multiply by a dense copy (dense_batch.py): int8 codes for W8A8, else bf16
+        self.cw, self._dense = cw, None
+        self.dense_ok = act != "none" or cw.format.dense_bf16
         self.out_features, self.in_features = m, k
         self.act, self.act_code, self.input_scale = act, _ACT_CODE[act], float(input_scale)
         self.capsule = _kernels.pack(
@@ -118,6 +123,12 @@ class WeightHandle:
         """True when every column is stored (a dense matrix in the bitmask layout, e.g. an int8 lm_head):
         its batch-1 AVX-512 kernels then read plain rows, no mask words and no expand."""
         return _kernels.all_stored(self.capsule)
+
+    def dense(self) -> DenseCopy:
+        """The dense copy large batches multiply by (runtime/dense_batch.py), made on first use."""
+        if self._dense is None:
+            self._dense = DenseCopy(self.cw, self.tensors[-1], self.act_code == 1)
+        return self._dense
 
 
 def _addr(t: torch.Tensor | None) -> int:
@@ -148,14 +159,22 @@ def linear(x: torch.Tensor, handle: WeightHandle, raw_acc: bool = False) -> torc
     if x2d.dtype != torch.float32:
         x2d = x2d.float()
     n = x2d.shape[0]
+    if n > 1 and handle.dense_ok and not raw_acc and n >= dense_rows(handle.act_code == 1) > 0:  # large batches: a dense product (dense_batch.py)
+        y = handle.dense().linear(x2d, handle.input_scale)
+        return _shaped(y, x, handle.out_features)
     y = torch.empty(n, handle.out_features, dtype=torch.int32 if raw_acc else torch.float32)
     _kernels.linear(
         handle.capsule, x2d.data_ptr(), n, x2d.stride(0), x2d.stride(1), y.data_ptr(), isa_code(), num_threads(),
         handle.act_code, handle.input_scale, raw_acc,
     )  # fmt: skip
+    return y if raw_acc else _shaped(y, x, handle.out_features)
+
+
+def _shaped(y: torch.Tensor, x: torch.Tensor, out_features: int) -> torch.Tensor:
+    """y (N, M) fp32 as x's leading shape and dtype."""
     if x.dim() != 2:
-        y = y.view(*x.shape[:-1], handle.out_features)
-    return y if raw_acc or x.dtype == torch.float32 else y.to(x.dtype)
+        y = y.view(*x.shape[:-1], out_features)
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
 
 
 def sparse_matmul(x: torch.Tensor, cw: CompressedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:

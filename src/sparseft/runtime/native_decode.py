@@ -73,7 +73,7 @@ def sliding_window(config: object) -> int | None:
 
 
 @dataclass
-class _Description:
+class Description:
     """The flat int64 / float64 arrays of ns_parse (native_step.h), and what they point into."""
 
     ints: list[int] = field(default_factory=list)
@@ -105,7 +105,7 @@ class _Description:
         raise ConfigError(f"the native step runs SparseLinear and fp32 nn.Linear projections, not {type(layer).__name__}")
 
 
-def _parts(module: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
+def projection_parts(module: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
     """The layers computing ``names`` of ``module``: one fused layer, or each sibling."""
     layers = [getattr(module, n) for n in names]
     if all(isinstance(m, FusedSibling) for m in layers) and len({id(m.group) for m in layers}) == 1:
@@ -145,15 +145,15 @@ class NativeDecoder:
         self._describe(model)
 
     def _describe(self, model: nn.Module) -> None:
-        cfg, inner, d = model.config, model.model, _Description()
+        cfg, inner, d = model.config, model.model, Description()
         window = sliding_window(cfg)
         d.ints += [len(inner.layers), cfg.hidden_size, self.heads, self.kv_heads, self.head_dim,
-                   cfg.intermediate_size, self.vocab, self.max_positions, int(window or 0),
-                   d.address(inner.embed_tokens.weight), d.address(inner.norm.weight),
-                   d.address(inner.rotary_emb.inv_freq), d.address(self.kcache), d.address(self.vcache)]
+                   cfg.intermediate_size, self.vocab, self.max_positions, int(window or 0), 0, 0, 0,
+                   d.address(inner.embed_tokens.weight), d.address(inner.norm.weight), 0,
+                   d.address(inner.rotary_emb.inv_freq), 0, d.address(self.kcache), d.address(self.vcache), 0, 0]
         attn0 = inner.layers[0].self_attn
         d.floats += [float(inner.norm.variance_epsilon), float(attn0.scaling),
-                     float(inner.rotary_emb.attention_scaling)]
+                     float(inner.rotary_emb.attention_scaling), 1.0]
         d.floats.append(d.proj(model.lm_head))
         for block in inner.layers:
             self._describe_block(d, block)
@@ -163,13 +163,14 @@ class NativeDecoder:
         self._keep = d.keep
 
     @staticmethod
-    def _describe_block(d: _Description, block: nn.Module) -> None:
-        qkv = _parts(block.self_attn, ("q_proj", "k_proj", "v_proj"))
-        gate_up = _parts(block.mlp, ("gate_proj", "up_proj"))
+    def _describe_block(d: Description, block: nn.Module) -> None:
+        qkv = projection_parts(block.self_attn, ("q_proj", "k_proj", "v_proj"))
+        gate_up = projection_parts(block.mlp, ("gate_proj", "up_proj"))
         d.ints += [d.address(block.input_layernorm.weight), d.address(block.post_attention_layernorm.weight),
-                   len(qkv), len(gate_up)]
+                   0, 0, 0, 0, len(qkv), len(gate_up)]
         pad = [None] * MAX_PARTS
-        layers = (qkv + pad)[:MAX_PARTS] + (gate_up + pad)[:MAX_PARTS] + [block.self_attn.o_proj, block.mlp.down_proj]
+        layers = (qkv + pad)[:MAX_PARTS] + (gate_up + pad)[:MAX_PARTS] + [block.self_attn.o_proj, block.mlp.down_proj,
+                                                                          None, None]
         d.floats += [d.proj(layer) for layer in layers]
 
     def step(self, token: int, position: int, threads: int | None = None) -> int:

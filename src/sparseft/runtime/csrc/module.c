@@ -161,6 +161,29 @@ static PyObject *py_linear(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+static PyObject *py_quantize_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "_kernels.quantize_rows takes 8 arguments");
+        return NULL;
+    }
+    long long v[6];
+    if (int_args(args, 6, v)) return NULL;
+    const long long x = v[0], N = v[1], sr = v[2], K = v[3], q = v[4], xs = v[5];
+    const long long isa = PyLong_AsLongLong(args[6]);
+    const double in_scale = PyFloat_AsDouble(args[7]);
+    if (PyErr_Occurred()) return NULL;
+    if (isa < 0 || isa > sp_best_isa() || N < 0 || K < 0 || (N > 0 && (!x || !q || !xs)) || !(in_scale >= 0.0)) {
+        PyErr_SetString(PyExc_ValueError, "_kernels.quantize_rows: bad ISA, sizes, addresses or scale");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    sp_quantize_rows((const float *)(intptr_t)x, N, sr, K, (int)isa, (float)in_scale, (int8_t *)(intptr_t)q,
+                     (float *)(intptr_t)xs);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_weight_address(PyObject *self, PyObject *capsule) {
     (void)self;
     void *w = PyCapsule_GetPointer(capsule, CAPSULE);
@@ -273,6 +296,9 @@ static PyMethodDef methods[] = {
      "linear(handle, x, N, x_row_stride, x_col_stride, y, isa, nthreads, act, in_scale, raw_acc): "
      "y[N][M] = x W^T + b for fp32 x. act 0: fp32 activations; 1: int8 activations (in_scale 0: per token, "
      "> 0: static), y fp32, or with raw_acc the int32 [N][M] integer dot products."},
+    {"quantize_rows", (PyCFunction)(void (*)(void))py_quantize_rows, METH_FASTCALL,
+     "quantize_rows(x, N, x_row_stride, K, q, scales, isa, in_scale): int8 q [N][K] and fp32 scales [N] of "
+     "N contiguous rows of fp32 x, rounded as the W8A8 kernels do (in_scale 0: per token, > 0: static)."},
     {"all_stored", py_all_stored, METH_O,
      "all_stored(handle) -> bool: every column of the weight is stored (its batch-1 kernels read no mask)."},
     {"weight_address", py_weight_address, METH_O,

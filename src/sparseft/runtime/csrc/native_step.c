@@ -1,5 +1,5 @@
-/* The forward of a Llama-family decoder over n tokens (a decode step: n = 1; a prompt: n > 1), see
- * native_step.h for the math it follows. The projections run on the sparse kernels at batch n (sp_run_fp /
+/* The forward of a Llama-family or Whisper decoder over n tokens (a decode step: n = 1; a prompt: n > 1),
+ * see native_step.h for the math it follows. The projections run on the sparse kernels at batch n (sp_run_fp /
  * sp_run_w8a8, threaded by the pool) or on the dense fp32 GEMV below; everything between them is a few
  * thousand flops per block and token, done on the caller. */
 #include <math.h>
@@ -120,12 +120,29 @@ static int parts_run(const ns_proj *parts, int np, const float *x, int64_t n, fl
     return 0;
 }
 
-/* ---- the glue: RMSNorm, rotary, attention, SiLU ---- */
+/* ---- the glue: norms, rotary, attention, SiLU / GELU ---- */
 static void rms_norm(const float *x, const float *w, int64_t H, float eps, float *out) {
     float ss = 0.f;
     for (int64_t i = 0; i < H; i++) ss += x[i] * x[i];
     float inv = 1.f / sqrtf(ss / (float)H + eps);
     for (int64_t i = 0; i < H; i++) out[i] = w[i] * (x[i] * inv);
+}
+
+static void layer_norm(const float *x, const float *w, const float *b, int64_t H, float eps, float *out) {
+    float mean = 0.f, var = 0.f;
+    for (int64_t i = 0; i < H; i++) mean += x[i];
+    mean /= (float)H;
+    for (int64_t i = 0; i < H; i++) var += (x[i] - mean) * (x[i] - mean);
+    float inv = 1.f / sqrtf(var / (float)H + eps);
+    for (int64_t i = 0; i < H; i++) out[i] = (x[i] - mean) * inv * w[i] + b[i];
+}
+
+/* The model's norm of each of n rows of x ([n][H]) into out. */
+static void norm_rows(const ns_model *m, const float *x, const float *w, const float *b, int64_t n, float *out) {
+    for (int64_t t = 0; t < n; t++) {
+        if (m->layer_norm) layer_norm(x + t * m->H, w, b, m->H, m->eps, out + t * m->H);
+        else rms_norm(x + t * m->H, w, m->H, m->eps, out + t * m->H);
+    }
 }
 
 /* In place on `heads` vectors of D: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), halves of D. */
@@ -145,24 +162,29 @@ static float dot(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-/* out[NH][D]: softmax(q . K[j] * scale) weighted V rows j in [first, pos] of each query head's KV head. */
-static void attention(const ns_model *m, int64_t layer, const float *q, int64_t first, int64_t pos, float *probs,
-                      float *out) {
-    const int64_t D = m->D, T = m->T, group = m->NH / m->NKV;
-    for (int64_t h = 0; h < m->NH; h++) {
+/* The keys and values one query attends to: heads of T rows of D (a layer's part of a cache), KV heads of
+ * NKV (query head h reads KV head h / (NH / NKV)), rows first .. last. */
+typedef struct {
+    const float *K, *V;
+    int64_t T, NH, NKV, D, first, last;
+    float scale;
+} ns_span;
+
+/* out[NH][D]: softmax(q . K[j] * scale) weighted V rows j in [first, last] of each query head's KV head. */
+static void attention(const ns_span *a, const float *q, float *probs, float *out) {
+    const int64_t D = a->D, group = a->NH / a->NKV;
+    for (int64_t h = 0; h < a->NH; h++) {
         const int64_t kv = h / group;
-        const float *K = m->kcache + ((layer * m->NKV + kv) * T) * D;
-        const float *V = m->vcache + ((layer * m->NKV + kv) * T) * D;
-        const float *qh = q + h * D;
+        const float *K = a->K + kv * a->T * D, *V = a->V + kv * a->T * D, *qh = q + h * D;
         float mx = -INFINITY, sum = 0.f;
-        for (int64_t j = first; j <= pos; j++) {
-            probs[j] = dot(qh, K + j * D, D) * m->scale;
+        for (int64_t j = a->first; j <= a->last; j++) {
+            probs[j] = dot(qh, K + j * D, D) * a->scale;
             if (probs[j] > mx) mx = probs[j];
         }
-        for (int64_t j = first; j <= pos; j++) sum += (probs[j] = expf(probs[j] - mx));
+        for (int64_t j = a->first; j <= a->last; j++) sum += (probs[j] = expf(probs[j] - mx));
         float *o = out + h * D, inv = 1.f / sum;
         memset(o, 0, sizeof(float) * (size_t)D);
-        for (int64_t j = first; j <= pos; j++) {
+        for (int64_t j = a->first; j <= a->last; j++) {
             const float p = probs[j] * inv, *v = V + j * D;
             for (int64_t d = 0; d < D; d++) o[d] += p * v[d];
         }
@@ -216,13 +238,12 @@ static T512 void silu_mul_avx512(const float *g, const float *u, int64_t n, floa
 #define NS_MAX_GROUP 16
 #define NS_MAX_DV 16 /* head dim up to 256 */
 /* AVX-512 attention for head dims that are multiples of 16: per KV head, each cached key and value row
- * is loaded once for all the query heads that share it; probs holds NH x (pos + 1) scores. */
-static T512 void attention_avx512(const ns_model *m, int64_t layer, const float *q, int64_t first, int64_t pos,
-                                  float *probs, float *out) {
-    const int64_t D = m->D, T = m->T, group = m->NH / m->NKV, nv = D / 16, span = pos + 1;
-    for (int64_t kv = 0; kv < m->NKV; kv++) {
-        const float *K = m->kcache + ((layer * m->NKV + kv) * T) * D;
-        const float *V = m->vcache + ((layer * m->NKV + kv) * T) * D;
+ * is loaded once for all the query heads that share it; probs holds group x (last + 1) scores. */
+static T512 void attention_avx512(const ns_span *a, const float *q, float *probs, float *out) {
+    const int64_t D = a->D, group = a->NH / a->NKV, nv = D / 16, span = a->last + 1, first = a->first,
+                  pos = a->last;
+    for (int64_t kv = 0; kv < a->NKV; kv++) {
+        const float *K = a->K + kv * a->T * D, *V = a->V + kv * a->T * D;
         __m512 qv[NS_MAX_GROUP][NS_MAX_DV];
         for (int64_t g = 0; g < group; g++)
             for (int64_t i = 0; i < nv; i++) qv[g][i] = _mm512_loadu_ps(q + (kv * group + g) * D + 16 * i);
@@ -232,7 +253,7 @@ static T512 void attention_avx512(const ns_model *m, int64_t layer, const float 
             for (int64_t g = 0; g < group; g++) {
                 __m512 acc = _mm512_mul_ps(qv[g][0], kr[0]);
                 for (int64_t i = 1; i < nv; i++) acc = _mm512_fmadd_ps(qv[g][i], kr[i], acc);
-                probs[g * span + j] = _mm512_reduce_add_ps(acc) * m->scale;
+                probs[g * span + j] = _mm512_reduce_add_ps(acc) * a->scale;
             }
         }
         for (int64_t g = 0; g < group; g++) {
@@ -258,16 +279,36 @@ static T512 void attention_avx512(const ns_model *m, int64_t layer, const float 
 
 static inline float silu(float x) { return x / (1.f + expf(-x)); }
 
+/* GELU, the exact form HF's "gelu" computes: x / 2 * (1 + erf(x / sqrt 2)). */
+static void gelu_inplace(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.f + erff(x[i] * 0.70710678118654752f));
+}
+
+static void attend(const ns_span *a, const float *q, float *probs, float *out, int isa) {
+#if defined(__x86_64__)
+    if (isa == ISA_AVX512 && a->D % 16 == 0 && a->D / 16 <= NS_MAX_DV && a->NH / a->NKV <= NS_MAX_GROUP) {
+        attention_avx512(a, q, probs, out);
+        return;
+    }
+#endif
+    (void)isa;
+    attention(a, q, probs, out);
+}
+
 /* Scratch of one forward over n tokens, as offsets into one allocation (floats). */
 typedef struct {
     float *x, *cs, *sn, *h, *qkv, *att, *gu, *tmp, *probs;
 } ns_scratch;
 
+/* Width of a block's MLP input projection(s): gate | up, or fc1. */
+static int64_t mlp_width(const ns_model *m) { return m->gelu ? m->I : 2 * m->I; }
+
 static float *scratch_new(const ns_model *m, int64_t n, ns_scratch *s) {
-    const int64_t H = m->H, half = m->D / 2, qkv = (m->NH + 2 * m->NKV) * m->D, gu = 2 * m->I;
+    const int64_t H = m->H, half = m->D / 2, qkv = (m->NH + 2 * m->NKV) * m->D, gu = mlp_width(m);
     const int64_t part = qkv > gu ? qkv : gu; /* tmp: the widest part of unfused projections */
+    const int64_t span = m->S > m->T ? m->S : m->T;
     const int64_t widths[] = {n * H, n * half, n * half, n * H, n * qkv, n * m->NH * m->D, n * gu, n * part,
-                              m->NH * m->T};
+                              m->NH * span};
     float **slots[] = {&s->x, &s->cs, &s->sn, &s->h, &s->qkv, &s->att, &s->gu, &s->tmp, &s->probs};
     int64_t total = 0;
     for (int i = 0; i < 9; i++) total += widths[i];
@@ -277,70 +318,109 @@ static float *scratch_new(const ns_model *m, int64_t n, ns_scratch *s) {
     return mem;
 }
 
-/* Block l over tokens at positions pos0 .. pos0 + n - 1 (x: their [n][H] residual stream, updated). All
- * n keys / values enter the cache first; token t then attends to positions <= pos0 + t (causal). */
-static int block_forward(const ns_model *m, int64_t l, int64_t pos0, int64_t n, const ns_scratch *s, int isa,
-                         int nthreads) {
+static void add_rows(float *x, const float *h, int64_t count) {
+    for (int64_t i = 0; i < count; i++) x[i] += h[i];
+}
+
+/* Self-attention of block l (x: [n][H] residual stream, updated). All n keys / values enter the cache
+ * first; token t then attends to positions <= pos0 + t (causal). */
+static int self_attention(const ns_model *m, int64_t l, int64_t pos0, int64_t n, const ns_scratch *s, int isa,
+                          int nthreads) {
     const ns_block *b = &m->blocks[l];
     const int64_t H = m->H, D = m->D, half = D / 2, qn = m->NH * D, kvn = m->NKV * D, W = qn + 2 * kvn;
-    for (int64_t t = 0; t < n; t++) rms_norm(s->x + t * H, b->ln1, H, m->eps, s->h + t * H);
+    norm_rows(m, s->x, b->ln1, b->ln1b, n, s->h);
     if (parts_run(b->qkv, b->nqkv, s->h, n, s->qkv, s->tmp, isa, nthreads)) return -1;
+    float *kl = m->kcache + l * m->NKV * m->T * D, *vl = m->vcache + l * m->NKV * m->T * D;
     for (int64_t t = 0; t < n; t++) {
         float *q = s->qkv + t * W;
-        rotary(q, m->NH, D, s->cs + t * half, s->sn + t * half);
-        rotary(q + qn, m->NKV, D, s->cs + t * half, s->sn + t * half);
+        if (m->inv_freq) {
+            rotary(q, m->NH, D, s->cs + t * half, s->sn + t * half);
+            rotary(q + qn, m->NKV, D, s->cs + t * half, s->sn + t * half);
+        }
         for (int64_t kv = 0; kv < m->NKV; kv++) {
-            const int64_t at = ((l * m->NKV + kv) * m->T + pos0 + t) * D;
-            memcpy(m->kcache + at, q + qn + kv * D, sizeof(float) * (size_t)D);
-            memcpy(m->vcache + at, q + qn + kvn + kv * D, sizeof(float) * (size_t)D);
+            const int64_t at = (kv * m->T + pos0 + t) * D;
+            memcpy(kl + at, q + qn + kv * D, sizeof(float) * (size_t)D);
+            memcpy(vl + at, q + qn + kvn + kv * D, sizeof(float) * (size_t)D);
         }
     }
     for (int64_t t = 0; t < n; t++) {
         const int64_t pos = pos0 + t, first = m->window > 0 && pos - m->window + 1 > 0 ? pos - m->window + 1 : 0;
-#if defined(__x86_64__)
-        if (isa == ISA_AVX512 && m->D % 16 == 0 && m->D / 16 <= NS_MAX_DV && m->NH / m->NKV <= NS_MAX_GROUP)
-            attention_avx512(m, l, s->qkv + t * W, first, pos, s->probs, s->att + t * qn);
-        else
-#endif
-            attention(m, l, s->qkv + t * W, first, pos, s->probs, s->att + t * qn);
+        const ns_span a = {kl, vl, m->T, m->NH, m->NKV, D, first, pos, m->scale};
+        attend(&a, s->qkv + t * W, s->probs, s->att + t * qn, isa);
     }
     if (proj_run(&b->o, s->att, n, s->h, isa, nthreads)) return -1;
-    for (int64_t i = 0; i < n * H; i++) s->x[i] += s->h[i];
-    for (int64_t t = 0; t < n; t++) rms_norm(s->x + t * H, b->ln2, H, m->eps, s->h + t * H);
+    add_rows(s->x, s->h, n * H);
+    return 0;
+}
+
+/* Cross-attention of block l over the S encoder positions of the cross cache. */
+static int cross_attention(const ns_model *m, int64_t l, int64_t n, const ns_scratch *s, int isa, int nthreads) {
+    const ns_block *b = &m->blocks[l];
+    const int64_t D = m->D, qn = m->NH * D, at = l * m->NH * m->S * D;
+    norm_rows(m, s->x, b->lnx, b->lnxb, n, s->h);
+    if (proj_run(&b->xq, s->h, n, s->qkv, isa, nthreads)) return -1;
+    const ns_span a = {m->xk + at, m->xv + at, m->S, m->NH, m->NH, D, 0, m->S - 1, m->scale};
+    for (int64_t t = 0; t < n; t++) attend(&a, s->qkv + t * qn, s->probs, s->att + t * qn, isa);
+    if (proj_run(&b->xo, s->att, n, s->h, isa, nthreads)) return -1;
+    add_rows(s->x, s->h, n * m->H);
+    return 0;
+}
+
+static int mlp(const ns_model *m, int64_t l, int64_t n, const ns_scratch *s, int isa, int nthreads) {
+    const ns_block *b = &m->blocks[l];
+    norm_rows(m, s->x, b->ln2, b->ln2b, n, s->h);
     if (parts_run(b->gate_up, b->ngate_up, s->h, n, s->gu, s->tmp, isa, nthreads)) return -1;
-    for (int64_t t = 0; t < n; t++) {
-        float *g = s->gu + t * 2 * m->I, *a = s->gu + t * m->I; /* SiLU(gate) * up, packed to [n][I] */
+    if (m->gelu) {
+        gelu_inplace(s->gu, n * m->I);
+    } else {
+        for (int64_t t = 0; t < n; t++) {
+            float *g = s->gu + t * 2 * m->I, *a = s->gu + t * m->I; /* SiLU(gate) * up, packed to [n][I] */
 #if defined(__x86_64__)
-        if (isa == ISA_AVX512) {
-            silu_mul_avx512(g, g + m->I, m->I, a); /* a may start at g: each vector is read before written */
-            continue;
-        }
+            if (isa == ISA_AVX512) {
+                silu_mul_avx512(g, g + m->I, m->I, a); /* a may start at g: each vector is read before written */
+                continue;
+            }
 #endif
-        for (int64_t i = 0; i < m->I; i++) a[i] = silu(g[i]) * g[m->I + i];
+            for (int64_t i = 0; i < m->I; i++) a[i] = silu(g[i]) * g[m->I + i];
+        }
     }
     if (proj_run(&b->down, s->gu, n, s->h, isa, nthreads)) return -1;
-    for (int64_t i = 0; i < n * H; i++) s->x[i] += s->h[i];
+    add_rows(s->x, s->h, n * m->H);
     return 0;
+}
+
+/* Token embeddings (times embed_scale) plus learned position rows, or the rotary angles. */
+static void embed_tokens(const ns_model *m, const int64_t *toks, int64_t n, int64_t pos0, const ns_scratch *s) {
+    const int64_t H = m->H, half = m->D / 2;
+    for (int64_t t = 0; t < n; t++) {
+        float *x = s->x + t * H;
+        const float *e = m->embed + toks[t] * H;
+        for (int64_t i = 0; i < H; i++) x[i] = e[i] * m->embed_scale;
+        if (m->pos_embed) {
+            add_rows(x, m->pos_embed + (pos0 + t) * H, H);
+            continue;
+        }
+        for (int64_t i = 0; i < half; i++) {
+            const float angle = (float)(pos0 + t) * m->inv_freq[i];
+            s->cs[t * half + i] = cosf(angle) * m->rope_scaling;
+            s->sn[t * half + i] = sinf(angle) * m->rope_scaling;
+        }
+    }
 }
 
 int64_t ns_forward(const ns_model *m, const int64_t *toks, int64_t n, int64_t pos0, float *logits, int isa,
                    int nthreads) {
-    const int64_t H = m->H, half = m->D / 2;
     ns_scratch s;
     float *mem = scratch_new(m, n, &s);
     if (!mem) return -1;
-    for (int64_t t = 0; t < n; t++) {
-        memcpy(s.x + t * H, m->embed + toks[t] * H, sizeof(float) * (size_t)H);
-        for (int64_t i = 0; i < half; i++) {
-            const float angle = (float)(pos0 + t) * m->inv_freq[i];
-            s.cs[t * half + i] = cosf(angle) * m->rope_scaling;
-            s.sn[t * half + i] = sinf(angle) * m->rope_scaling;
-        }
-    }
+    embed_tokens(m, toks, n, pos0, &s);
     int64_t best = -1;
-    for (int64_t l = 0; l < m->L; l++)
-        if (block_forward(m, l, pos0, n, &s, isa, nthreads)) goto done;
-    rms_norm(s.x + (n - 1) * H, m->norm, H, m->eps, s.h); /* logits of the last token only */
+    for (int64_t l = 0; l < m->L; l++) {
+        if (self_attention(m, l, pos0, n, &s, isa, nthreads)) goto done;
+        if (m->S && cross_attention(m, l, n, &s, isa, nthreads)) goto done;
+        if (mlp(m, l, n, &s, isa, nthreads)) goto done;
+    }
+    norm_rows(m, s.x + (n - 1) * m->H, m->norm, m->norm_bias, 1, s.h); /* logits of the last token only */
     if (proj_run(&m->head, s.h, 1, logits, isa, nthreads)) goto done;
     best = 0;
     for (int64_t v = 1; v < m->V; v++)
@@ -386,57 +466,75 @@ static int parts_ok(const ns_proj *parts, int n, int64_t M, int64_t K) {
     return total == M;
 }
 
+static const float *next_addr(reader *rd) { return (const float *)(intptr_t)next_int(rd); }
+
+/* Sizes and addresses of the model header; NULL or what is wrong. */
+static const char *parse_header(reader *rd, ns_model *m) {
+    int64_t *dims[] = {&m->L, &m->H, &m->NH, &m->NKV, &m->D, &m->I, &m->V, &m->T, &m->window, &m->layer_norm,
+                       &m->gelu, &m->S};
+    for (int i = 0; i < 12; i++) *dims[i] = next_int(rd);
+    m->embed = next_addr(rd);
+    m->norm = next_addr(rd);
+    m->norm_bias = next_addr(rd);
+    m->inv_freq = next_addr(rd);
+    m->pos_embed = next_addr(rd);
+    m->kcache = (float *)(intptr_t)next_int(rd);
+    m->vcache = (float *)(intptr_t)next_int(rd);
+    m->xk = next_addr(rd);
+    m->xv = next_addr(rd);
+    if (m->L < 1 || m->H < 1 || m->NH < 1 || m->NKV < 1 || m->NH % m->NKV || m->D < 2 || m->D % 2 || m->I < 1 ||
+        m->V < 1 || m->T < 1 || m->window < 0 || m->S < 0 || (m->layer_norm | m->gelu) & ~1LL)
+        return "bad sizes (blocks, hidden, heads, KV heads dividing heads, even head dim, MLP, vocab, cache)";
+    if (!m->embed || !m->norm || !m->kcache || !m->vcache || !m->inv_freq == !m->pos_embed ||
+        (m->layer_norm && !m->norm_bias) || (m->S && (!m->xk || !m->xv)))
+        return "a missing tensor address (or both rotary frequencies and learned positions)";
+    m->eps = (float)next_float(rd);
+    m->scale = (float)next_float(rd);
+    m->rope_scaling = (float)next_float(rd);
+    m->embed_scale = (float)next_float(rd);
+    return NULL;
+}
+
+/* Block b's norms and projections; NULL or what is wrong. */
+static const char *parse_block(reader *rd, const ns_model *m, ns_block *b) {
+    const float **norms[] = {&b->ln1, &b->ln2, &b->ln1b, &b->ln2b, &b->lnx, &b->lnxb};
+    for (int i = 0; i < 6; i++) *norms[i] = next_addr(rd);
+    b->nqkv = (int)next_int(rd);
+    b->ngate_up = (int)next_int(rd);
+    ns_proj *all[2 * NS_MAX_PARTS + 4];
+    for (int i = 0; i < NS_MAX_PARTS; i++) all[i] = &b->qkv[i], all[NS_MAX_PARTS + i] = &b->gate_up[i];
+    all[2 * NS_MAX_PARTS] = &b->o;
+    all[2 * NS_MAX_PARTS + 1] = &b->down;
+    all[2 * NS_MAX_PARTS + 2] = &b->xq;
+    all[2 * NS_MAX_PARTS + 3] = &b->xo;
+    for (int i = 0; i < 2 * NS_MAX_PARTS + 4; i++) read_proj(rd, all[i]);
+    for (int i = 0; i < 2 * NS_MAX_PARTS + 4; i++) all[i]->in_scale = (float)next_float(rd);
+    const int64_t qkv = (m->NH + 2 * m->NKV) * m->D, qn = m->NH * m->D;
+    if (!b->ln1 || !b->ln2 || (m->layer_norm && (!b->ln1b || !b->ln2b)))
+        return "a block's norm weights are missing";
+    if (m->S && (!b->lnx || (m->layer_norm && !b->lnxb) || !proj_ok(&b->xq, qn, m->H) || !proj_ok(&b->xo, m->H, qn)))
+        return "a block's cross-attention norm or projections are missing or of the wrong size";
+    if (!parts_ok(b->qkv, b->nqkv, qkv, m->H)) return "a block's q/k/v rows do not add up";
+    if (!parts_ok(b->gate_up, b->ngate_up, mlp_width(m), m->H)) return "a block's gate/up (fc1) rows do not add up";
+    if (!proj_ok(&b->o, m->H, qn)) return "a block's o projection has the wrong size";
+    if (!proj_ok(&b->down, m->H, m->I)) return "a block's down (fc2) projection has the wrong size";
+    return NULL;
+}
+
 const char *ns_parse(const int64_t *ints, int64_t nints, const double *floats, int64_t nfloats, ns_model *m) {
     reader rd = {ints, floats, nints, nfloats, 0, 0};
     memset(m, 0, sizeof(*m));
-    int64_t *dims[] = {&m->L, &m->H, &m->NH, &m->NKV, &m->D, &m->I, &m->V, &m->T, &m->window};
-    for (int i = 0; i < 9; i++) *dims[i] = next_int(&rd);
-    m->embed = (const float *)(intptr_t)next_int(&rd);
-    m->norm = (const float *)(intptr_t)next_int(&rd);
-    m->inv_freq = (const float *)(intptr_t)next_int(&rd);
-    m->kcache = (float *)(intptr_t)next_int(&rd);
-    m->vcache = (float *)(intptr_t)next_int(&rd);
-    if (m->L < 1 || m->H < 1 || m->NH < 1 || m->NKV < 1 || m->NH % m->NKV || m->D < 2 || m->D % 2 || m->I < 1 ||
-        m->V < 1 || m->T < 1 || m->window < 0)
-        return "bad sizes (blocks, hidden, heads, KV heads dividing heads, even head dim, MLP, vocab, cache)";
-    if (!m->embed || !m->norm || !m->inv_freq || !m->kcache || !m->vcache) return "a missing tensor address";
-    m->eps = (float)next_float(&rd);
-    m->scale = (float)next_float(&rd);
-    m->rope_scaling = (float)next_float(&rd);
+    const char *err = parse_header(&rd, m);
+    if (err) return err;
     read_proj(&rd, &m->head);
     m->head.in_scale = (float)next_float(&rd);
     if (!proj_ok(&m->head, m->V, m->H)) return "the output projection is not vocab x hidden";
     m->blocks = (ns_block *)calloc((size_t)m->L, sizeof(ns_block));
     if (!m->blocks) return "out of memory";
-    const int64_t qkv = (m->NH + 2 * m->NKV) * m->D;
-    for (int64_t l = 0; l < m->L; l++) {
-        ns_block *b = &m->blocks[l];
-        b->ln1 = (const float *)(intptr_t)next_int(&rd);
-        b->ln2 = (const float *)(intptr_t)next_int(&rd);
-        b->nqkv = (int)next_int(&rd);
-        b->ngate_up = (int)next_int(&rd);
-        ns_proj *all[2 * NS_MAX_PARTS + 2];
-        for (int i = 0; i < NS_MAX_PARTS; i++) all[i] = &b->qkv[i], all[NS_MAX_PARTS + i] = &b->gate_up[i];
-        all[2 * NS_MAX_PARTS] = &b->o;
-        all[2 * NS_MAX_PARTS + 1] = &b->down;
-        for (int i = 0; i < 2 * NS_MAX_PARTS + 2; i++) read_proj(&rd, all[i]);
-        for (int i = 0; i < 2 * NS_MAX_PARTS + 2; i++) all[i]->in_scale = (float)next_float(&rd);
-        const char *err = !b->ln1 || !b->ln2                         ? "a block's norm weights are missing"
-                          : !parts_ok(b->qkv, b->nqkv, qkv, m->H)    ? "a block's q/k/v rows do not add up"
-                          : !parts_ok(b->gate_up, b->ngate_up, 2 * m->I, m->H) ? "a block's gate/up rows do not add up"
-                          : !proj_ok(&b->o, m->H, m->NH * m->D)      ? "a block's o projection has the wrong size"
-                          : !proj_ok(&b->down, m->H, m->I)           ? "a block's down projection has the wrong size"
-                                                                     : NULL;
-        if (err) {
-            ns_free(m);
-            return err;
-        }
-    }
-    if (rd.i != nints || rd.f != nfloats) {
-        ns_free(m);
-        return "the description's length does not match its sizes";
-    }
-    return NULL;
+    for (int64_t l = 0; l < m->L && !err; l++) err = parse_block(&rd, m, &m->blocks[l]);
+    if (!err && (rd.i != nints || rd.f != nfloats)) err = "the description's length does not match its sizes";
+    if (err) ns_free(m);
+    return err;
 }
 
 void ns_free(ns_model *m) {

@@ -73,6 +73,10 @@ int sp_run_fp(const sp_weight *w, const float *x, int64_t N, int64_t sr, int64_t
  * accumulators when raw_acc. Returns 0, or -1 when out of memory. */
 int sp_run_w8a8(const sp_weight *w, const float *x, int64_t N, int64_t sr, int64_t sc, void *y, int isa,
                 int nthreads, float in_scale, int raw_acc);
+/* Per-token (in_scale 0) or static int8 quantization of N contiguous rows of K floats (row stride sr), as
+ * the W8A8 kernels round: signed q [N][K], scales xs [N]. */
+void sp_quantize_rows(const float *x, int64_t N, int64_t sr, int64_t K, int isa, float in_scale, int8_t *q,
+                      float *xs);
 
 /* IEEE half bits to float, exact (subnormals, inf and NaN included): the portable decoder of fp16. */
 static inline float sp_f16_to_f32(uint16_t h) {

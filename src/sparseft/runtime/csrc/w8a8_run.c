@@ -84,3 +84,15 @@ int sp_run_w8a8(const sp_weight *w, const float *xp, int64_t N, int64_t sr, int6
     free(buf);
     return 0;
 }
+
+/* Signed int8 activations for a dense integer product (runtime/dense_batch.py): the same rounding as the
+ * kernels above, q[n][k] in [-127, 127] for contiguous rows (column stride 1), scales to xs[n]. */
+void sp_quantize_rows(const float *xp, int64_t N, int64_t sr, int64_t K, int isa, float in_scale, int8_t *q,
+                      float *xs) {
+    for (int64_t n = 0; n < N; n++) {
+        uint8_t *out = (uint8_t *)(q + n * K);
+        xs[n] = isa == ISA_AVX512 ? w8a8_quantize_row_avx512(xp + n * sr, K, in_scale, out)
+                                  : quantize_row(xp + n * sr, 1, K, K, in_scale, out);
+        for (int64_t k = 0; k < K; k++) out[k] ^= 0x80; /* u = q + 128 -> q as a signed byte */
+    }
+}
