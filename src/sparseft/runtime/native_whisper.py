@@ -151,6 +151,18 @@ class NativeWhisperDecoder:
             for proj, cache in ((attn.k_proj, self.xk), (attn.v_proj, self.xv)):
                 cache[i] = proj(states)[0].view(self.frames, self.heads, self.head_dim).transpose(0, 1)
 
+    def prefill(self, tokens: Sequence[int], threads: int | None = None) -> int:
+        """The decoder's first tokens (after `encode`) in one native forward at positions 0 ..; returns the
+        raw argmax (logits of the last one in ``self.logits``)."""
+        ids = torch.tensor(list(tokens), dtype=torch.int64)
+        return _kernels.native_prompt(self._native, ids.data_ptr(), ids.numel(), 0, self.logits.data_ptr(), isa_code(),
+                                      threads or num_threads())
+
+    def step(self, token: int, position: int, threads: int | None = None) -> int:
+        """One decoder token at ``position``; returns the raw argmax (logits in ``self.logits``)."""
+        return _kernels.native_step(self._native, int(token), int(position), self.logits.data_ptr(), isa_code(),
+                                    threads or num_threads())
+
     def _pick(self, best: int, mask: torch.Tensor) -> int:
         """The greedy token after suppression: the C argmax unless it is suppressed (masking only lowers
         other scores, so an unsuppressed maximum stays the maximum)."""
@@ -169,14 +181,10 @@ class NativeWhisperDecoder:
         if max_new_tokens < 1 or len(start) + max_new_tokens > self.max_positions:
             raise ConfigError(f"{len(start)} start + {max_new_tokens} new tokens must fit max_positions={self.max_positions}")
         self.encode(input_features)
-        n, isa = threads or num_threads(), isa_code()
-        prompt = torch.tensor(start, dtype=torch.int64)
-        best = _kernels.native_prompt(self._native, prompt.data_ptr(), len(start), 0, self.logits.data_ptr(), isa, n)
-        tokens = [self._pick(best, self.first)]
+        n = threads or num_threads()
+        tokens = [self._pick(self.prefill(start, n), self.first)]
         while len(tokens) < max_new_tokens and tokens[-1] != self.eos:
-            best = _kernels.native_step(self._native, tokens[-1], len(start) + len(tokens) - 1, self.logits.data_ptr(),
-                                        isa, n)
-            tokens.append(self._pick(best, self.always))
+            tokens.append(self._pick(self.step(tokens[-1], len(start) + len(tokens) - 1, n), self.always))
         if tokens[-1] == self.eos:
             tokens.pop()  # HF's Whisper generate returns the text tokens: no start tokens, no end token
         return torch.tensor([tokens], dtype=torch.long)
