@@ -55,7 +55,7 @@ from sparseft.data.speech import SpeechClip, load_clips
 from sparseft.evaluate.generation import decode_generated, transcribe_options
 from sparseft.evaluate.metrics import corpus_word_error_rate
 from sparseft.models import load_model, load_tokenizer
-from sparseft.stages.bench import Timing, generate_runs, set_threads, timed_rounds
+from sparseft.stages.bench import Timing, generate_runs, native_runs, set_threads, timed_rounds
 from sparseft.stages.tasks import BenchItem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +142,9 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--prepared", action="store_true",
                     help="also time the dense and each sparse model prepared: fused, compiled decoder step, encoder "
                          "attention in bf16 where the CPU has AMX or AVX512-BF16 (label + ' prepared')")
+    ap.add_argument("--native", action="store_true",
+                    help="with --prepared: also decode each prepared model natively, one C call per decoder token "
+                         "(runtime/native_whisper.py; label + ' native')")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "whisper_ct2.json")
     return ap.parse_args()
 
@@ -193,7 +196,11 @@ def main() -> None:
     peers = ct2_peers(args, load_tokenizer(args.dense), dense, items)
     try:
         versions = next(iter(peers.info.values()))
-        timing: Timing = timed_rounds({**generate_runs(models, items), **peers.runs}, len(items), args.rounds)
+        runs = generate_runs(models, items)
+        if args.native:
+            prepared = {name.replace(" prepared", " native"): m for name, m in models.items() if name.endswith(" prepared")}
+            runs.update(native_runs(prepared, items)[0])
+        timing: Timing = timed_rounds({**runs, **peers.runs}, len(items), args.rounds)
     finally:
         peers.close()
     library = peers.library_seconds
@@ -212,7 +219,7 @@ def main() -> None:
             "batch": 1, "decoding": "greedy, no timestamps, features precomputed (not timed)",
             "timing": f"best of {args.rounds} interleaved rounds per clip, engine order rotated each round",
             "dense": args.dense, "sparse": parse_sparse(args.sparse), "fuse": args.fuse, "compile": args.compile,
-            "prepared": args.prepared,
+            "prepared": args.prepared, "native": args.native,
             "versions": {"torch": torch.__version__, **versions}}  # fmt: skip
     clip_info = [{"source": s, "audio": str(c.audio), "reference": c.text, "words": len(c.text.split())} for s, c in clips]
     write_json(args.out, {"meta": meta, "clips": clip_info, "engines": engines,

@@ -355,9 +355,9 @@ class BenchSettings(Strict):
     compile: bool = Field(False, description="static KV cache and a compiled decoder step (minutes)")
     bf16_attention: bool = Field(False, description="attention over 256+ query rows (Whisper's encoder, long "
                                  "prompts) in bf16 where the CPU has AMX or AVX512-BF16")
-    native: bool = Field(False, description="text models: batch-1 greedy decode as one C call per token "
-                         "(runtime/native_decode.py; Llama-family models, others use generate()), model and "
-                         "baseline alike")
+    native: bool = Field(False, description="batch-1 greedy decode as one C call per token (Llama-family text "
+                         "models: runtime/native_decode.py; Whisper: runtime/native_whisper.py; others use "
+                         "generate()), model and baseline alike")
     threads: int | None = Field(None, gt=0)
     peers: Annotated[list[str], AfterValidator(_check_peers)] = Field([], description="other engines timed in the same rounds, ENGINE[:TYPE]: llama.cpp, "
                              "llama.cpp:Q4_0 (text models), ct2:int8 (Whisper); each from a venv of its own")

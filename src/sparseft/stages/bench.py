@@ -93,18 +93,26 @@ def generate_runs(models: dict, items: Sequence) -> dict[str, Callable[[int], An
 
 
 def native_runs(models: dict, items: Sequence) -> tuple[dict[str, Callable[[int], Any]], dict[str, str]]:
-    """Per model that the native step runs (runtime/native_decode.py), `run(i)`: its greedy tokens of item
-    i; and per model, the decode path it takes ("native", or why it stays on generate())."""
-    from sparseft.runtime.native_decode import NativeDecoder, unsupported_reason
+    """Per model that a native decoder runs (runtime/native_decode.py: Llama-family text models;
+    runtime/native_whisper.py: Whisper), `run(i)`: its greedy tokens of item i; and per model, the decode
+    path it takes ("native", or why it stays on generate())."""
+    from sparseft.runtime import native_decode, native_whisper
 
-    paths = {name: unsupported_reason(model) or "native" for name, model in models.items()}
-    runs = {}
+    paths, runs = {}, {}
     for name, model in models.items():
-        if paths[name] != "native":
-            report_log.warning("%s decodes with generate(): %s", name, paths[name])
+        speech = type(model).__name__ in native_whisper.WHISPER
+        reason = (native_whisper if speech else native_decode).unsupported_reason(model)
+        paths[name] = reason or "native"
+        if reason:
+            report_log.warning("%s decodes with generate(): %s", name, reason)
             continue
-        decoder = NativeDecoder(model, _max_len(items))
-        runs[name] = lambda i, d=decoder: d.generate(items[i].inputs["input_ids"], items[i].new_tokens)
+        if speech:
+            decoder = native_whisper.NativeWhisperDecoder(model)
+            runs[name] = lambda i, d=decoder: d.generate(items[i].inputs["input_features"],
+                                                         items[i].options["max_new_tokens"], items[i].language)
+        else:
+            decoder = native_decode.NativeDecoder(model, _max_len(items))
+            runs[name] = lambda i, d=decoder: d.generate(items[i].inputs["input_ids"], items[i].new_tokens)
     return runs, paths
 
 
@@ -201,7 +209,7 @@ def run_bench(settings: BenchSettings, io: StageIO) -> dict:
     models = {name: _prepared(model, settings, _max_len(items)) for name, model in models.items()}
     peers = _start_peers(settings, task, items, io, threads, tokenizer, models["model"])
     runs, paths = generate_runs(models, items), {name: "generate" for name in models}
-    if settings.native and task.kind == "causal":
+    if settings.native and task.kind in ("causal", "speech"):
         native, paths = native_runs(models, items)
         runs.update(native)
     try:
