@@ -297,6 +297,7 @@ class CompressSettings(Strict):
     ```yaml
     - compress: {values: int8}
     - compress: {values: int8, head: int8}    # the lm_head too (untied from the embedding if tied)
+    - compress: {values: int8, head: int8, dense_layers: int8}   # and the unpruned block Linears, dense
     ```
     Layers: those in the input's masks file, else those with more than `min_sparsity` zeros.
     """
@@ -309,6 +310,11 @@ class CompressSettings(Strict):
         None, description="also store the (dense) output projection, lm_head / proj_out, in this value format; "
                           "one tied to the input embedding gets its own packed copy"
     )  # fmt: skip  # SmolLM2's tied 49152 x 576 head is a fifth of its weights: fp32 there caps decode speed
+    dense_layers: Values | None = Field(
+        None, description="also store the block Linears left unpruned (e.g. Whisper's encoder) in this value "
+                          "format, every column kept: their large batches then run on the runtime's dense "
+                          "products (bf16 / int8) instead of fp32"
+    )  # fmt: skip
 
 
 class EvalSettings(Strict):

@@ -95,3 +95,29 @@ def test_compressed_t5_reloads_with_its_tokenizer_and_generation_config(tmp_path
     with torch.no_grad():
         out = sparse.generate(ids)  # the saved settings: 2 beams, 7 new tokens
     assert out.shape[1] <= 8
+
+
+def test_dense_layers_stores_the_unpruned_block_linears_with_every_column(tmp_path):
+    """A Whisper pruned in its decoder only: --dense-layers packs the encoder's Linears too (every column
+    stored, density 1), the decoder keeps its masks, and the reloaded model computes what the masked one
+    did (on the sparse kernels: fp32-exact values here)."""
+    from sparseft.runtime import forced_dense_batches
+    from sparseft.settings import OneShotSettings
+    from sparseft.stages import run_oneshot
+
+    model = build_tiny_model("whisper")
+    model.save_pretrained(tmp_path / "dense")
+    oneshot = OneShotSettings(method="magnitude", sparsity=0.5, targets=[r"decoder\.layers\."])
+    run_oneshot(oneshot, StageIO(str(tmp_path / "dense"), tmp_path / "dec"))
+    record = run_compress(CompressSettings(values="fp32", dense_layers="fp32"), StageIO(str(tmp_path / "dec"), tmp_path / "c"))
+    packed = {n: m for n, m in load_model(tmp_path / "c").named_modules() if isinstance(m, SparseLinear)}
+    encoder = [n for n in packed if ".encoder.layers." in n]
+    decoder = [n for n in packed if ".decoder.layers." in n]
+    assert record["dense_layers"] == len(encoder) == 2 * 6 and len(decoder) == 2 * 10
+    assert all(packed[n].compressed().density == 1.0 for n in encoder)
+    assert all(abs(packed[n].compressed().density - 0.5) < 0.02 for n in decoder)
+    masked, compressed = load_model(tmp_path / "dec"), load_model(tmp_path / "c")
+    batch = {k: v for k, v in tiny_batches(masked, n_batches=1, batch=1, seq=6)[0].items() if k != "labels"}
+    with torch.no_grad(), forced_dense_batches("off"):
+        want, got = masked(**batch).logits, compressed(**batch).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -2,6 +2,7 @@
 
 sparseft compress runs/smollm2-70 --out runs/smollm2-70-int8 --format int8
 sparseft compress runs/smollm2-70 --out runs/smollm2-70-int8h --format int8 --head int8
+sparseft compress runs/whisper-dec50 --out runs/whisper-dec50-int8 --format int8 --head int8 --dense-layers int8
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "to the input embedding gets its own packed copy (default: left as it is)",
     )
     p.add_argument(
+        "--dense-layers", metavar="FORMAT",
+        help="also store the block Linears left unpruned (e.g. a Whisper whose encoder was not pruned) in this "
+             "value type, every column kept: their large batches then run as the runtime's dense bf16 / int8 "
+             "products instead of fp32 (default: left as they are)",
+    )
+    p.add_argument(
         "--min-sparsity", type=float, default=0.1,
         help="without a masks file: convert only layers with more than this fraction of zeros (default 0.1); "
              "the layers left dense are listed",
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from sparseft.stages import run_compress
 
     settings = settings_from(CompressSettings, {"values": "--format"}, values=args.format, min_sparsity=args.min_sparsity,
-                             head=args.head)
+                             head=args.head, dense_layers=args.dense_layers)
     record = run_compress(settings, stage_io(args, args.out))
     print(f"compressed {record['layers']} layers ({args.format}) -> {args.out} ({record['bytes'] / 1e6:.1f} MB)")
     print_summary(record, ("layers", "bytes", "ratio"))

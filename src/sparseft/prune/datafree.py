@@ -40,11 +40,11 @@ def solve_without_data(model: nn.Module, solver: Solver, settings: SolveSettings
     blocks = find_blocks(model)
     owners = {name: owner_block(name, blocks) for name in layers}
     for block in blocks:
+        # every block passes through, targeted or not: a streamed model writes each block as it leaves
         mine = [name for name in layers if owners[name] == block.name]
-        if mine:
-            residency.enter(block, None)
-            masks = {name: _solve_alone(name, layers[name], solver, settings, report) for name in mine}
-            report.masks.update(residency.leave(block, masks))
+        residency.enter(block, None)
+        masks = {name: _solve_alone(name, layers[name], solver, settings, report) for name in mine}
+        report.masks.update(residency.leave(block, masks))
     for name in (n for n in layers if owners[n] is None):
         report.masks[name] = _solve_alone(name, layers[name], solver, settings, report)
     order = {name: i for i, name in enumerate(layers)}

@@ -46,6 +46,22 @@ def compress_head(model, fmt: str, scales=None) -> str:
     return name
 
 
+def compress_dense_layers(model, fmt: str, done: list[str]) -> list[str]:
+    """Store every Linear inside a transformer block that is not in `done` as a SparseLinear of `fmt` with
+    every column kept (a dense matrix in the runtime's layout); returns their names. On a CPU where large
+    batches run as dense products (runtime/dense_batch.py), an unpruned encoder then computes in bf16 /
+    int8 at the sparse layers' speed instead of in fp32."""
+    from sparseft.models.walk import find_blocks
+    from sparseft.runtime import SparseLinear
+    from sparseft.runtime.convert import _is_linear, _set_module
+
+    blocks, skip = [b.name + "." for b in find_blocks(model)], set(done)
+    names = [n for n, m in model.named_modules() if n not in skip and _is_linear(m) and n.startswith(tuple(blocks))]
+    for name in names:
+        _set_module(model, name, SparseLinear.from_dense(model.get_submodule(name), fmt, store_all=True))
+    return names
+
+
 def _head_format(settings: CompressSettings, source) -> tuple[str | None, object]:
     """(value format of the head, its scales or None): the quantize stage's GPTQ head is stored in its own
     format and scales; asking for another format than the one it was quantized to is refused."""
@@ -86,15 +102,16 @@ def run_compress(settings: CompressSettings, io: StageIO) -> dict:
             f"no Linear layer of {io.input} has more than {settings.min_sparsity:.0%} zeros; "
             "prune it first (sparseft prune) or lower --min-sparsity"
         )
+    dense = compress_dense_layers(model, settings.dense_layers, names) if settings.dense_layers else []
     head_fmt, head_scales = _head_format(settings, io.input)
     head = compress_head(model, head_fmt, head_scales) if head_fmt else None
     save_compressed(model, out, tokenizer=tokenizer, overwrite=io.overwrite)
     size = folder_bytes(out)
-    dense = sum(f.stat().st_size for f in Path(io.input).glob("*.safetensors") if f.name != MASKS_FILE) if is_folder else 0
+    source = sum(f.stat().st_size for f in Path(io.input).glob("*.safetensors") if f.name != MASKS_FILE) if is_folder else 0
     record = stage_record(
-        "compress", settings, io, layers=len(names), head=head, skipped_layers=skipped, bytes=size, int8_layers=len(int8),
-        w8a8_layers=sum(spec.act != "none" for spec in int8.values()), input_bytes=dense,
-        ratio=dense / size if size and dense else None,
+        "compress", settings, io, layers=len(names), head=head, dense_layers=len(dense), skipped_layers=skipped,
+        bytes=size, int8_layers=len(int8), w8a8_layers=sum(spec.act != "none" for spec in int8.values()),
+        input_bytes=source, ratio=source / size if size and source else None,
     )  # fmt: skip
     write_record(out, record)  # last: the stage counts as finished only once its record is there
     return record
