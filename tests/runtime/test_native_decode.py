@@ -196,3 +196,37 @@ def test_cli_bench_native_times_model_and_baseline_natively(tmp_path: Path, caps
     record = json.loads((tmp_path / "b" / "stage.json").read_text())
     assert record["decode_paths"] == {"model": "native", "baseline": "native"}
     assert record["output_tokens"]["model"] == [int(record["output_tokens"]["baseline"][0])]
+
+
+@pytest.mark.parametrize("values", ["int8", "w8a8"])
+def test_a_long_prompt_prefills_through_the_models_forward(values: str) -> None:
+    """From LONG_PROMPT tokens (where the CPU runs large batches as dense products) the prompt goes through
+    the model's own forward: the cache holds HF's keys / values and the first new token is HF generate's
+    (whose prompt takes the same dense products). Later tokens are the native steps' (tested above; with
+    int8 activations a last-ulp difference may flip a rounding, so they are not compared here)."""
+    from transformers import DynamicCache
+
+    from sparseft.runtime.dense_batch import forced_dense_batches
+    from sparseft.runtime.native_decode import LONG_PROMPT
+
+    model = sparse_tiny("llama", "int8")
+    if values == "w8a8":
+        for name, layer in list(model.named_modules()):
+            if isinstance(layer, SparseLinear):
+                w8a8 = SparseLinear(layer.compressed(), layer.bias, act="dynamic-int8")
+                model.get_submodule(name.rpartition(".")[0]).register_module(name.rpartition(".")[2], w8a8)
+    n = LONG_PROMPT[values == "w8a8"]
+    prompt = torch.randint(3, 128, (1, n), generator=torch.Generator().manual_seed(3))
+    with forced_dense_batches("on"):
+        decoder = NativeDecoder(model, max_positions=n + NEW)
+        assert decoder._long_prompt() == n
+        ids = decoder.generate(prompt, NEW)
+        with torch.no_grad():
+            ref = model.generate(prompt, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
+            cache = DynamicCache()
+            model(input_ids=prompt, past_key_values=cache, use_cache=True)
+    assert torch.equal(ids[:, : n + 1], ref[:, : n + 1])
+    for i, layer in enumerate(cache.layers):
+        torch.testing.assert_close(decoder.kcache[i, :, :n], layer.keys[0], rtol=1e-5, atol=1e-5)
+    with forced_dense_batches("off"):
+        assert NativeDecoder(model, max_positions=n + NEW)._long_prompt() == 0  # the native prompt forward

@@ -11,8 +11,9 @@ the sparse kernels or, for dense layers, a fp32 GEMV; the glue in plain C) is on
 the GIL, and the KV cache lives in two fp32 tensors of ``max_positions`` rows per block.
 
 The prompt is one native forward with its projections at batch P (the batched kernels; 47 -> ~20 ms for a
-22-token prompt of SmolLM2 70% W8A8 against the HF forward it replaced), then every new token is one
-``native_step``. With more than one thread allowed, `generate` picks 1 or all threads per step from measured
+22-token prompt of SmolLM2 70% W8A8 against the HF forward it replaced; a long prompt on a CPU whose large
+batches run as dense products goes through the model's forward instead, see `NativeDecoder.prefill`),
+then every new token is one ``native_step``. With more than one thread allowed, `generate` picks 1 or all threads per step from measured
 step times (`ThreadChooser`): a second thread whose core is busy elsewhere would slow the step down.
 
 Supported: decoder-only models whose blocks are HF Llama's (``LLAMA_FAMILY``: Llama, Qwen2, Mistral and
@@ -31,6 +32,7 @@ from torch import nn
 
 from sparseft.errors import ConfigError
 from sparseft.runtime import _kernels
+from sparseft.runtime.dense_batch import dense_rows
 from sparseft.runtime.fusion import FusedSibling, fused_layer
 from sparseft.runtime.isa import isa_code, num_threads
 from sparseft.runtime.linear import SparseLinear
@@ -41,6 +43,10 @@ LLAMA_FAMILY = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCau
 # with the sequence length, which the C step does not follow).
 STATIC_ROPE = frozenset({"default", "linear", "llama3", "yarn"})
 MAX_PARTS = 3  # NS_MAX_PARTS of native_step.h
+# Prompt tokens from which `NativeDecoder.prefill` runs the model's forward (dense-batch products) rather
+# than the native one, by "W8A8 projections" (SmolLM2-135M, Zen 5, 1 thread: 64 tokens int8 131 -> 76 ms,
+# W8A8 48 -> 53 ms; 128 tokens W8A8 117 -> 100 ms).
+LONG_PROMPT = {False: 64, True: 128}
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -146,7 +152,9 @@ class NativeDecoder:
 
     def _describe(self, model: nn.Module) -> None:
         cfg, inner, d = model.config, model.model, Description()
-        window = sliding_window(cfg)
+        window = self._window = sliding_window(cfg)
+        first = projection_parts(inner.layers[0].self_attn, ("q_proj", "k_proj", "v_proj"))[0]
+        self._w8a8 = isinstance(first, SparseLinear) and first.act != "none"
         d.ints += [len(inner.layers), cfg.hidden_size, self.heads, self.kv_heads, self.head_dim,
                    cfg.intermediate_size, self.vocab, self.max_positions, int(window or 0), 0, 0, 0,
                    d.address(inner.embed_tokens.weight), d.address(inner.norm.weight), 0,
@@ -181,10 +189,35 @@ class NativeDecoder:
 
     def prefill(self, input_ids: torch.Tensor, threads: int | None = None) -> int:
         """The prompt (1, P) in one native forward (its projections at batch P, keys / values into the
-        cache, logits of the last position only). Returns the next token."""
+        cache, logits of the last position only). Returns the next token.
+
+        A long prompt on a CPU whose large batches run as dense products (runtime/dense_batch.py) goes
+        through the model's own forward instead, its keys and values copied into the cache: from
+        `LONG_PROMPT` tokens that measured faster (SmolLM2-135M, Zen 5, 1 thread, 512 tokens: 50% int8
+        1089 -> 677 ms, 70% W8A8 598 -> 553 ms; dense bf16 641 ms)."""
         tokens = input_ids[0].to(torch.int64).contiguous()
+        if self._long_prompt() and tokens.numel() >= self._long_prompt():
+            return self._prefill_with_model(input_ids)
         return _kernels.native_prompt(self._native, tokens.data_ptr(), tokens.numel(), 0, self.logits.data_ptr(),
                                       isa_code(), threads or num_threads())
+
+    def _long_prompt(self) -> int:
+        """Prompt length from which `prefill` runs the model's forward now; 0 = never."""
+        if self._window or not dense_rows(self._w8a8):
+            return 0
+        return LONG_PROMPT[self._w8a8]
+
+    @torch.no_grad()
+    def _prefill_with_model(self, input_ids: torch.Tensor) -> int:
+        from transformers import DynamicCache
+
+        cache, n = DynamicCache(), input_ids.shape[1]
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for i, layer in enumerate(cache.layers):  # HF caches keys after rotary, as the native step does
+            self.kcache[i, :, :n] = layer.keys[0]
+            self.vcache[i, :, :n] = layer.values[0]
+        self.logits.copy_(out.logits[0, -1])
+        return int(self.logits.argmax())
 
     def _chooser(self) -> ThreadChooser:
         """The step-time based thread choice, kept across generate() calls while the thread setting holds."""
