@@ -235,6 +235,8 @@ class FinetuneSettings(Strict):
     seqlen: int = Field(256, gt=1)
     pack: bool = Field(True, description="pack texts into full windows (else one padded example per text)")
     augment: bool = Field(False, description="speech: random echo, noise and gain on each read of a training clip")
+    freeze: Regexes = Field(None, description="regexes (re.search) of parameter names kept as they are, e.g. "
+                            "['^model\\.encoder\\.'] to train only a Whisper decoder")
     loss: LossWeights = LossWeights()
     teacher_dtype: Dtype = "float32"
     gmp: GMPSettings | None = None

@@ -150,3 +150,29 @@ def test_whisper_proj_out_quantizes_to_int4_by_gptq_and_compresses_to_those_code
     assert isinstance(compressed.proj_out, SparseLinear) and compressed.proj_out.fmt == "int4"
     assert torch.equal(compressed.proj_out.compressed().decompress(), quantized.proj_out.weight.detach())
     assert torch.equal(_generate(compressed, "whisper", data), _generate(quantized, "whisper", data))
+
+
+def test_a_frozen_whisper_encoder_stays_the_inputs_while_the_decoder_trains(tmp_path):
+    from safetensors.torch import load_file
+
+    dense, data = tmp_path / "dense", _data("whisper", tmp_path)
+    tiny_whisper(dense)
+    settings = FinetuneSettings(data=[data], nsamples=6, seqlen=24, steps=2, batch_size=2, save_steps=2,
+                                learning_rate=1e-2, loss={"task": 1.0, "kd": 1.0, "squarehead": 1.0},
+                                freeze=[r"^model\.encoder\."])
+    run_finetune(settings, StageIO(str(dense), tmp_path / "tuned", source=str(dense)))
+    before, after = load_file(dense / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    encoder = [n for n in before if n.startswith("model.encoder.")]
+    decoder = [n for n in before if n.startswith("model.decoder.layers.")]
+    assert encoder and decoder
+    assert all(torch.equal(before[n], after[n]) for n in encoder)
+    assert sum(not torch.equal(before[n], after[n]) for n in decoder) > len(decoder) // 2
+
+
+def test_a_freeze_pattern_that_names_no_parameter_is_refused(tmp_path):
+    dense, data = tmp_path / "dense", _data("whisper", tmp_path)
+    tiny_whisper(dense)
+    settings = FinetuneSettings(data=[data], nsamples=2, seqlen=24, steps=1, batch_size=2, teacher=None,
+                                loss={"task": 1.0, "squarehead": 0.0}, freeze=[r"^encoder\.blocks"])
+    with pytest.raises(ConfigError, match=r"freeze \['\^encoder\\\\.blocks'\] matches no parameter"):
+        run_finetune(settings, StageIO(str(dense), tmp_path / "tuned"))

@@ -64,6 +64,9 @@ def register(subparsers) -> None:
     io.add_argument("--augment", action="store_true",
                     help="speech models: give each read of a training clip a random room echo, background noise "
                          "(5-30 dB SNR) and level, so synthetic clips look more like recordings")
+    io.add_argument("--freeze", nargs="+", metavar="REGEX",
+                    help="keep the parameters whose names match (re.search) as they are, e.g. "
+                         "'^model\\.encoder\\.' to train only a Whisper decoder")
     add_output_arguments(io, "output model folder (checkpoints go to OUT.checkpoints/)")
 
     loss = parser.add_argument_group("loss")
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
              "gmp.final_sparsity": "--gmp", "gmp.init_sparsity": "--gmp-initial", "gmp.end_step": "--gmp-end"}
     settings = settings_from(
         FinetuneSettings, flags, teacher=args.teacher, masks=args.masks, data=args.data, nsamples=args.num_texts,
-        seqlen=args.seqlen, pack=not args.no_pack, augment=args.augment, loss=loss, teacher_dtype=args.teacher_dtype, gmp=_gmp(args),
+        seqlen=args.seqlen, pack=not args.no_pack, augment=args.augment, freeze=args.freeze, loss=loss, teacher_dtype=args.teacher_dtype, gmp=_gmp(args),
         steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
         warmup=args.warmup, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
         bf16=args.bf16, save_steps=args.save_steps, save_total_limit=args.save_total_limit,

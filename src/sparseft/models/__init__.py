@@ -10,13 +10,14 @@
 
 from sparseft.models.loading import load_model, load_tokenizer
 from sparseft.models.registry import PACKAGED_MODELS, packaged_model_dir
-from sparseft.models.walk import Block, find_blocks, find_prunable, weight_matrix
+from sparseft.models.walk import Block, find_blocks, find_prunable, freeze_parameters, weight_matrix
 
 __all__ = [
     "PACKAGED_MODELS",
     "Block",
     "find_blocks",
     "find_prunable",
+    "freeze_parameters",
     "load_model",
     "load_tokenizer",
     "packaged_model_dir",

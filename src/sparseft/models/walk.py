@@ -94,6 +94,20 @@ def _matches(name: str, patterns: Iterable[re.Pattern[str]]) -> bool:
     return any(p.search(name) for p in patterns)
 
 
+def freeze_parameters(model: nn.Module, patterns: str | Sequence[str] | None) -> int:
+    """Stop training every parameter whose dotted name matches a regex (`re.search`); returns how many.
+
+    >>> freeze_parameters(whisper, r"^model\.encoder\.")   # fine-tune the decoder, keep the encoder
+    """
+    compiled = _compile(patterns)
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if compiled and _matches(name, compiled):
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
+
+
 def find_prunable(
     model: nn.Module,
     targets: str | Sequence[str] | None = None,

@@ -78,7 +78,8 @@ class MaskEnforcer:
         for name, module in self._modules.items():
             masks[name] = as_out_in(name, module, masks[name]).to(module.weight.device)
             self._lay_out(name)
-            self._handles.append(self._gradient_hook(module.weight, self._param_masks[name]))
+            if module.weight.requires_grad:  # a frozen weight gets no gradient to mask
+                self._handles.append(self._gradient_hook(module.weight, self._param_masks[name]))
         self.reapply()
 
     def _lay_out(self, name: str) -> None:

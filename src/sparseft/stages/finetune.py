@@ -49,6 +49,20 @@ def _masks(settings: FinetuneSettings, io: StageIO, student):
     return masks
 
 
+def _freeze(settings: FinetuneSettings, student) -> None:
+    """Keep the parameters `settings.freeze` names out of training; a pattern set that names none is an error."""
+    from sparseft.models import freeze_parameters
+
+    if not settings.freeze:
+        return
+    frozen = freeze_parameters(student, settings.freeze)
+    if frozen == 0:
+        raise ConfigError(f"freeze {settings.freeze} matches no parameter of the student (names look like "
+                          f"{next(n for n, _ in student.named_parameters())!r})")
+    total = sum(p.numel() for p in student.parameters())
+    log.info("frozen: %d of %d parameters (%.1f%%)", frozen, total, 100 * frozen / total)
+
+
 def _gmp(settings: FinetuneSettings, student, tokenizer, io: StageIO, sources: list[str]):
     from sparseft.train import GMPSchedule
 
@@ -184,6 +198,7 @@ def run_finetune(settings: FinetuneSettings, io: StageIO) -> dict:
     task = task_of(student)
     tokenizer = require_tokenizer(tokenizer, io, "fine-tuning")
     sources, dataset, collate = _training_data(settings, task, student, tokenizer)
+    _freeze(settings, student)
     loss = settings.loss
     distill = DistillConfig(w_task=loss.task, w_kd=loss.kd, w_sh=loss.squarehead, temperature=loss.temperature,
                              squarehead_normalize=loss.squarehead_normalize)
