@@ -95,7 +95,7 @@ def _matches(name: str, patterns: Iterable[re.Pattern[str]]) -> bool:
 
 
 def freeze_parameters(model: nn.Module, patterns: str | Sequence[str] | None) -> int:
-    """Stop training every parameter whose dotted name matches a regex (`re.search`); returns how many.
+    r"""Stop training every parameter whose dotted name matches a regex (`re.search`); returns how many.
 
     >>> freeze_parameters(whisper, r"^model\.encoder\.")   # fine-tune the decoder, keep the encoder
     """
