@@ -21,6 +21,8 @@ prompt), static shapes. Candidates, all in the same run, interleaved in shuffled
 - with ``--compile``, also "sparseft fp32 / int8 compiled": the forward compiled by inductor (one
   graph, fixed shapes; the sparse layers through the lean sparseft::linear op of runtime/ops.py), which removes
   most of eager PyTorch's per-op cost outside the Linears (the baseline stays eager);
+- at seq 1, also "sparseft fp32 / int8 / w8a8 native": the same models on the native decode step
+  (runtime/native_decode.py, GPT-2 via runtime/native_gpt2.py): the whole one-token forward in one C call;
 - deepsparse fp32 / int8: the same pruned model exported to ONNX (opset 14) and compiled by
   ``deepsparse.compile_model(batch_size=1, num_cores=threads)`` in its own venv, driven through
   ``deepsparse_worker.py``. int8 is static quantization in the MatMulInteger form DeepSparse
@@ -59,12 +61,14 @@ from sparseft.prune.magnitude import magnitude_prune
 from sparseft.runtime import SparseLinear, set_num_threads, sparsify_model
 from sparseft.runtime.convert import Int8Spec
 from sparseft.runtime.fast_decode import INDUCTOR_OPTIONS
+from sparseft.runtime.native_decode import NativeDecoder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 WORKER = Path(__file__).resolve().parent / "deepsparse_worker.py"
 DS_PYTHON = "/work/venvs/deepsparse/bin/python"
 VOCAB = 50257
+MODES = ("", " compiled", " native")  # candidates' forms: eager HF forward, inductor-compiled, native step
 
 
 class Logits(nn.Module):
@@ -135,6 +139,18 @@ def compiled_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]
     opts = {"fullgraph": True, "dynamic": False, "options": dict(INDUCTOR_OPTIONS)}
     compiled = torch.compile(Logits(model).eval(), **opts)
     return lambda ids: compiled(ids)  # a plain function: torch_runner wraps modules in Logits
+
+
+def native_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ids (1, 1) -> logits of ``model`` on the native decode step (runtime/native_decode.py: the whole
+    forward in one C call), the token at position 0 as in the one-token forward every engine runs."""
+    decoder = NativeDecoder(model, max_positions=1)
+
+    def run(ids: torch.Tensor) -> torch.Tensor:
+        decoder.step(int(ids[0, 0]), 0)
+        return decoder.logits
+
+    return run
 
 
 def torch_runner(
@@ -260,7 +276,7 @@ def summarize(times: dict[str, dict], threads: list[int]) -> dict[str, dict]:
                 rec["vs_dense_cpu"] = base["cpu_ms"] / rec["cpu_ms"]
         for fmt, ds_fmt in (("fp32", "fp32"), ("int8", "int8"), ("w8a8", "int8")):
             ds = out[f"deepsparse {ds_fmt} t{t}"]
-            for mode in ("", " compiled"):
+            for mode in MODES:
                 sp = out.get(f"sparseft {fmt}{mode} t{t}")
                 if sp is not None:
                     sp["vs_deepsparse_wall"] = ds["wall_ms"] / sp["wall_ms"]  # > 1: sparseft faster
@@ -322,6 +338,12 @@ def bench_point(base: nn.Module, ds: PeerWorker, sparsity: float, seq: int, args
                 t0 = time.perf_counter()
                 check[f"{name} compiled"] = agreement(fn(ids).numpy(), ref)
                 info[f"compile_s {name}"] = time.perf_counter() - t0
+    if seq == 1:  # the native step runs one token per call (a prompt's forward gives the last logits only)
+        with torch.inference_mode():
+            for name, m in models.items():
+                if name.startswith("sparseft"):
+                    compiled[f"{name} native"] = fn = native_forward(m)
+                    check[f"{name} native"] = agreement(fn(ids).numpy()[None, None], ref)
     runners = {}
     for t in args.threads:
         runners.update({f"{name} t{t}": torch_runner(m, ids, t) for name, m in {**models, **compiled}.items()})
@@ -362,7 +384,7 @@ def table(data: dict) -> str:
     for p in data["points"]:
         for t in threads:
             base = p["summary"][f"torch dense fp32 t{t}"]
-            for fmt, mode in [(f, m) for m in ("", " compiled") for f in ("fp32", "int8", "w8a8")]:
+            for fmt, mode in [(f, m) for m in MODES for f in ("fp32", "int8", "w8a8")]:
                 if f"sparseft {fmt}{mode} t{t}" not in p["summary"]:
                     continue
                 ds_fmt = "int8" if fmt == "w8a8" else fmt
@@ -376,7 +398,7 @@ def table(data: dict) -> str:
                     f"{chk[f'sparseft {fmt}{mode}']['rel_l2']:.1e} / {chk[f'deepsparse {ds_fmt}']['rel_l2']:.1e} |"
                 )  # fmt: skip
                 if mode:
-                    continue  # no per-layer split inside a compiled graph
+                    continue  # no per-layer split inside a compiled graph or the native step
                 sl = p["time_split"][f"sparseft {fmt} t{t}"]
                 split.append(
                     f"| {p['seq']} | {t} | {p['sparsity']:.0%} | {fmt} | {sl['blocks_cpu_ms']:.1f} + "

@@ -11,7 +11,7 @@ from test_fast_decode import sparse_tiny
 from torch import nn
 
 from sparseft.errors import ConfigError
-from sparseft.runtime import FORMATS, SparseLinear, _kernels, forced_isa, set_num_threads
+from sparseft.runtime import FORMATS, SparseLinear, _kernels, forced_isa, set_num_threads, sparsify_model
 from sparseft.runtime.dense_batch import forced_dense_batches
 from sparseft.runtime.fast_decode import prepare_for_decode
 from sparseft.runtime.native_decode import NativeDecoder, unsupported_reason
@@ -70,6 +70,35 @@ def test_sparse_native_steps_give_the_sparse_models_logits(fmt: str, isa: str) -
     model = sparse_tiny("qwen2", fmt)  # Qwen2: q/k/v with biases
     with forced_isa(isa):
         assert_same_decode(model, atol=1e-4)
+
+
+def tiny_gpt2(fmt: str | None, sparsity: float = 0.7, **overrides: object) -> nn.Module:
+    """A tiny random GPT-2 with larger weights (so greedy tokens vary), its block Conv1D weights pruned at
+    random and, unless ``fmt`` is None, converted to SparseLinear with ``fmt`` values."""
+    model = build_tiny_model("gpt2", seed=0, **overrides)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and ".h." in name:
+                p.mul_(25.0 * (torch.rand(p.shape, generator=g) >= sparsity))
+    if fmt is not None:
+        sparsify_model(model, fmt)
+    return model
+
+
+@pytest.mark.parametrize("act", ["gelu_new", "gelu"])
+@pytest.mark.parametrize("fmt", [None, *FORMATS])
+def test_gpt2_native_steps_give_hf_logits(fmt: str | None, act: str, isa: str) -> None:
+    """GPT-2 (learned positions, LayerNorm, fused q|k|v Conv1D with biases, tanh or exact GELU): dense
+    Conv1D projections and every value format give HF's logits and tokens on every ISA path."""
+    model = tiny_gpt2(fmt, activation_function=act)
+    with forced_isa(isa):
+        assert_same_decode(model, atol=1e-4)
+
+
+def test_gpt2_positions_are_limited_by_its_position_table() -> None:
+    with pytest.raises(ConfigError, match="at most 128"):
+        NativeDecoder(tiny_gpt2(None), max_positions=129)
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -148,7 +177,9 @@ def test_generate_equals_hf_generate_and_stops_at_eos() -> None:
 @pytest.mark.parametrize(
     "make,reason",
     [
-        (lambda: build_tiny_model("gpt2"), "not one of the Llama-family"),
+        (lambda: build_tiny_model("mpt"), "not one of the decoder classes"),
+        (lambda: build_tiny_model("gpt2", activation_function="relu"), "activation 'relu'"),
+        (lambda: build_tiny_model("gpt2", scale_attn_by_inverse_layer_idx=True), "attention scale"),
         (lambda: build_tiny_model("llama", hidden_act="gelu"), "hidden_act"),
         (lambda: build_tiny_model("llama").to(torch.bfloat16), "fp32 weights"),
         (lambda: build_tiny_model("llama", rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope type"),

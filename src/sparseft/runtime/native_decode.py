@@ -18,7 +18,8 @@ step times (`ThreadChooser`): a second thread whose core is busy elsewhere would
 
 Supported: decoder-only models whose blocks are HF Llama's (``LLAMA_FAMILY``: Llama, Qwen2, Mistral and
 models of their classes, e.g. SmolLM2), SiLU MLP, rotary frequencies that do not depend on the sequence
-length, fp32 weights, and projections that are ``SparseLinear`` (any value format or activation mode), fused groups of them, or dense ``nn.Linear``.
+length, fp32 weights, and projections that are ``SparseLinear`` (any value format or activation mode), fused groups of them, or dense ``nn.Linear``;
+and GPT-2 (``GPT2LMHeadModel``: learned positions, LayerNorm, tanh or exact GELU; runtime/native_gpt2.py).
 `unsupported_reason` says why a model is not; callers fall back to ``model.generate``.
 """
 
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from sparseft.errors import ConfigError
-from sparseft.runtime import _kernels
+from sparseft.runtime import _kernels, native_gpt2
 from sparseft.runtime.dense_batch import dense_rows
 from sparseft.runtime.fusion import FusedSibling, fused_layer
 from sparseft.runtime.isa import isa_code, num_threads
@@ -52,8 +53,11 @@ LONG_PROMPT = {False: 64, True: 128}
 def unsupported_reason(model: nn.Module) -> str | None:
     """Why ``model`` cannot run on the native step (None when it can)."""
     name = type(model).__name__
+    if name in native_gpt2.GPT2_FAMILY:
+        return native_gpt2.unsupported_reason(model)
     if name not in LLAMA_FAMILY:
-        return f"{name} is not one of the Llama-family classes the native step runs ({', '.join(sorted(LLAMA_FAMILY))})"
+        known = sorted(LLAMA_FAMILY | native_gpt2.GPT2_FAMILY)
+        return f"{name} is not one of the decoder classes the native step runs ({', '.join(known)})"
     cfg = model.config
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return f"hidden_act {cfg.hidden_act!r} (the native step runs SiLU)"
@@ -108,6 +112,9 @@ class Description:
             self.ints += [0, self.address(layer.weight), self.address(layer.bias), layer.out_features,
                           layer.in_features, 0]
             return 0.0
+        if type(layer).__name__ == "Conv1D" and layer.weight.dtype == torch.float32:  # transformers' (in, out) layout
+            self.ints += [0, self.address(layer.weight.T), self.address(layer.bias), layer.nf, layer.nx, 0]
+            return 0.0
         raise ConfigError(f"the native step runs SparseLinear and fp32 nn.Linear projections, not {type(layer).__name__}")
 
 
@@ -127,8 +134,19 @@ def _fused_if_possible(layers: list[nn.Module]) -> list[nn.Module]:
     return [fused] if fused is not None else layers
 
 
+def _llama_shape(model: nn.Module) -> tuple[int, int, int, int, None]:
+    """(blocks, query heads, KV heads, head dim, position limit: none, rotary) of a Llama-family model."""
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return len(model.model.layers), cfg.num_attention_heads, cfg.num_key_value_heads, head_dim, None
+
+
+def _w8a8(layer: nn.Module) -> bool:
+    return isinstance(layer, SparseLinear) and layer.act != "none"
+
+
 class NativeDecoder:
-    """A Llama-family HF model (dense or compressed) as one C decode step per token; see the module doc.
+    """A Llama-family or GPT-2 HF model (dense or compressed) as one C decode step per token; see the module doc.
 
     ``max_positions``: prompt + new tokens the KV cache holds. The model itself is not changed; the
     decoder shares its weights (and holds fused copies of unfused q/k/v and gate/up sparse weights)."""
@@ -139,22 +157,35 @@ class NativeDecoder:
             raise ConfigError(f"native decode: {reason}")
         if max_positions < 1:
             raise ConfigError(f"max_positions must be >= 1, got {max_positions}")
+        self._gpt2 = type(model).__name__ in native_gpt2.GPT2_FAMILY
+        layers, self.heads, self.kv_heads, self.head_dim, limit = (native_gpt2.shape if self._gpt2 else _llama_shape)(model)
+        if limit is not None and max_positions > limit:
+            raise ConfigError(f"max_positions must be at most {limit} (the model's positions), got {max_positions}")
         self.model, self.max_positions = model, max_positions
-        cfg, inner = model.config, model.model
-        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
         self.vocab = model.lm_head.out_features
-        shape = (len(inner.layers), self.kv_heads, max_positions, self.head_dim)
+        shape = (layers, self.kv_heads, max_positions, self.head_dim)
         self.kcache, self.vcache = torch.zeros(shape), torch.zeros(shape)
         self.logits = torch.empty(self.vocab)
         self.threads: ThreadChooser | None = None  # generate()'s thread choice (its .steps: steps per count)
-        self._describe(model)
+        if self._gpt2:
+            self._window, d = None, Description()
+            native_gpt2.describe(d, model, max_positions, self.kcache, self.vcache)
+            self._w8a8 = _w8a8(model.transformer.h[0].attn.c_attn)
+            self._build(d)
+        else:
+            self._describe(model)
+
+    def _build(self, d: Description) -> None:
+        ints = torch.tensor(d.ints, dtype=torch.int64)
+        floats = torch.tensor(d.floats, dtype=torch.float64)
+        self._native = _kernels.native_new(ints.data_ptr(), ints.numel(), floats.data_ptr(), floats.numel())
+        self._keep = d.keep
 
     def _describe(self, model: nn.Module) -> None:
         cfg, inner, d = model.config, model.model, Description()
         window = self._window = sliding_window(cfg)
         first = projection_parts(inner.layers[0].self_attn, ("q_proj", "k_proj", "v_proj"))[0]
-        self._w8a8 = isinstance(first, SparseLinear) and first.act != "none"
+        self._w8a8 = _w8a8(first)
         d.ints += [len(inner.layers), cfg.hidden_size, self.heads, self.kv_heads, self.head_dim,
                    cfg.intermediate_size, self.vocab, self.max_positions, int(window or 0), 0, 0, 0,
                    d.address(inner.embed_tokens.weight), d.address(inner.norm.weight), 0,
@@ -165,10 +196,7 @@ class NativeDecoder:
         d.floats.append(d.proj(model.lm_head))
         for block in inner.layers:
             self._describe_block(d, block)
-        ints = torch.tensor(d.ints, dtype=torch.int64)
-        floats = torch.tensor(d.floats, dtype=torch.float64)
-        self._native = _kernels.native_new(ints.data_ptr(), ints.numel(), floats.data_ptr(), floats.numel())
-        self._keep = d.keep
+        self._build(d)
 
     @staticmethod
     def _describe_block(d: Description, block: nn.Module) -> None:

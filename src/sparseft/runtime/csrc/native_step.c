@@ -235,6 +235,19 @@ static T512 void silu_mul_avx512(const float *g, const float *u, int64_t n, floa
     }
 }
 
+/* GPT-2's tanh GELU in place: x / 2 * (1 + tanh(u)) = x / (1 + e^(-2u)), u = sqrt(2 / pi) (x + 0.044715 x^3). */
+static T512 void gelu_tanh_avx512(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        const __m512 cube = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+        const __m512 u2 = _mm512_mul_ps(_mm512_set1_ps(-2.f * 0.7978845608028654f),
+                                        _mm512_fmadd_ps(cube, _mm512_set1_ps(0.044715f), v));
+        const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.f), exp512(u2));
+        _mm512_mask_storeu_ps(x + i, k, _mm512_div_ps(v, d));
+    }
+}
+
 #define NS_MAX_GROUP 16
 #define NS_MAX_DV 16 /* head dim up to 256 */
 /* AVX-512 attention for head dims that are multiples of 16: per KV head, each cached key and value row
@@ -279,8 +292,21 @@ static T512 void attention_avx512(const ns_span *a, const float *q, float *probs
 
 static inline float silu(float x) { return x / (1.f + expf(-x)); }
 
-/* GELU, the exact form HF's "gelu" computes: x / 2 * (1 + erf(x / sqrt 2)). */
-static void gelu_inplace(float *x, int64_t n) {
+/* GELU, mode 1 the exact form HF's "gelu" computes: x / 2 * (1 + erf(x / sqrt 2)); mode 2 the tanh form of
+ * GPT-2's "gelu_new": x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))). */
+static void gelu_inplace(float *x, int64_t n, int64_t mode, int isa) {
+    if (mode == 2) {
+#if defined(__x86_64__)
+        if (isa == ISA_AVX512) {
+            gelu_tanh_avx512(x, n);
+            return;
+        }
+#endif
+        for (int64_t i = 0; i < n; i++)
+            x[i] = 0.5f * x[i] * (1.f + tanhf(0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+        return;
+    }
+    (void)isa;
     for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.f + erff(x[i] * 0.70710678118654752f));
 }
 
@@ -371,7 +397,7 @@ static int mlp(const ns_model *m, int64_t l, int64_t n, const ns_scratch *s, int
     norm_rows(m, s->x, b->ln2, b->ln2b, n, s->h);
     if (parts_run(b->gate_up, b->ngate_up, s->h, n, s->gu, s->tmp, isa, nthreads)) return -1;
     if (m->gelu) {
-        gelu_inplace(s->gu, n * m->I);
+        gelu_inplace(s->gu, n * m->I, m->gelu, isa);
     } else {
         for (int64_t t = 0; t < n; t++) {
             float *g = s->gu + t * 2 * m->I, *a = s->gu + t * m->I; /* SiLU(gate) * up, packed to [n][I] */
@@ -483,7 +509,8 @@ static const char *parse_header(reader *rd, ns_model *m) {
     m->xk = next_addr(rd);
     m->xv = next_addr(rd);
     if (m->L < 1 || m->H < 1 || m->NH < 1 || m->NKV < 1 || m->NH % m->NKV || m->D < 2 || m->D % 2 || m->I < 1 ||
-        m->V < 1 || m->T < 1 || m->window < 0 || m->S < 0 || (m->layer_norm | m->gelu) & ~1LL)
+        m->V < 1 || m->T < 1 || m->window < 0 || m->S < 0 || m->layer_norm & ~1LL || m->gelu < 0 ||
+        m->gelu > 2)
         return "bad sizes (blocks, hidden, heads, KV heads dividing heads, even head dim, MLP, vocab, cache)";
     if (!m->embed || !m->norm || !m->kcache || !m->vcache || !m->inv_freq == !m->pos_embed ||
         (m->layer_norm && !m->norm_bias) || (m->S && (!m->xk || !m->xv)))

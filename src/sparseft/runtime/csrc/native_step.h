@@ -1,9 +1,11 @@
-/* The forward of a pre-norm decoder over a decode step's token or a prompt's tokens in C, for two families
+/* The forward of a pre-norm decoder over a decode step's token or a prompt's tokens in C, for three families
  * that differ only in a few switches of the model description:
  *
  * - Llama-family (Llama, Qwen2, Mistral, SmolLM2 ...): embedding row, per block RMSNorm -> q/k/v -> rotary
  *   -> attention over the KV cache -> o -> residual -> RMSNorm -> gate/up -> SiLU(gate) * up -> down ->
  *   residual, final RMSNorm, output projection, argmax;
+ * - GPT-2: as Whisper's decoder without cross-attention (learned positions, LayerNorm, fused q|k|v with
+ *   biases, tanh GELU), the output projection the tied embedding;
  * - Whisper's decoder: embedding row + learned position row, per block LayerNorm -> q/k/v -> attention
  *   over the KV cache -> o -> residual -> LayerNorm -> cross q -> attention over the encoder's keys /
  *   values (computed once per clip by the caller into the cross cache) -> cross o -> residual ->
@@ -16,7 +18,7 @@
  * sqrt(var + eps) * weight + bias; rotary of the "rotate half" layout with angle pos * inv_freq[i]
  * (inv_freq from the model, so linear / llama3 / yarn scaled frequencies come as they are), cos and sin
  * times attention_scaling; softmax(q.k * scale) over the positions [max(0, pos - window + 1), pos];
- * grouped KV heads (query head h reads KV head h / (NH / NKV)); GELU the exact erf form. Projections are
+ * grouped KV heads (query head h reads KV head h / (NH / NKV)); GELU the exact erf form or GPT-2's tanh form. Projections are
  * sparse weights (any format and activation mode the kernels run) or dense fp32 matrices with an
  * optional bias. */
 #ifndef SPARSEFT_NATIVE_STEP_H
@@ -49,7 +51,7 @@ typedef struct {
     int64_t L, H, NH, NKV, D, I, V, T; /* blocks, hidden, query / KV heads, head dim, MLP width, vocab, cache positions */
     int64_t window;                    /* sliding-window attention length, 0 = none */
     int64_t layer_norm;                /* 1: LayerNorm with biases (Whisper), 0: RMSNorm (Llama) */
-    int64_t gelu;                      /* 1: fc1 -> GELU -> fc2 MLP (Whisper), 0: gated SiLU (Llama) */
+    int64_t gelu;                      /* fc1 -> GELU -> fc2 MLP: 1 exact (Whisper), 2 tanh (GPT-2); 0: gated SiLU (Llama) */
     int64_t S;                         /* cross-attention positions (encoder frames), 0 = no cross-attention */
     float eps, scale, rope_scaling;    /* norm epsilon, softmax scale, rotary attention_scaling */
     float embed_scale;                 /* token embedding multiplier (1 unless the model scales it) */
