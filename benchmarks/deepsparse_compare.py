@@ -59,7 +59,6 @@ from transformers.pytorch_utils import Conv1D
 from sparseft.peers.worker import PeerWorker
 from sparseft.prune.magnitude import magnitude_prune
 from sparseft.runtime import SparseLinear, set_num_threads, sparsify_model
-from sparseft.runtime.convert import Int8Spec
 from sparseft.runtime.fast_decode import INDUCTOR_OPTIONS
 from sparseft.runtime.native_decode import NativeDecoder
 
@@ -102,19 +101,27 @@ def export_onnx(model: nn.Module, ids: torch.Tensor, path: Path) -> None:
 
 def sparseft_variants(pruned: nn.Module) -> dict[str, nn.Module]:
     """sparseft fp32 (what sparsify_model does with the pruned model) and int8 (every block layer and
-    the lm_head in the int8 format, as DeepSparse's int8 model quantizes every weight matrix)."""
+    the lm_head in the int8 format, as DeepSparse's int8 model quantizes every weight matrix). A weight
+    without zeros (the lm_head; every block layer at 0%) stores every column, no mask, as `sparseft
+    compress --head int8 --dense-layers int8` packs it (the dense-row kernels)."""
     fp32 = copy.deepcopy(pruned)
     sparsify_model(fp32, "fp32")
-    int8 = copy.deepcopy(pruned)
-    sparsify_model(int8, "int8", filter_fn=lambda name, _: ".h." in name)
-    int8.lm_head = SparseLinear.from_dense(int8.lm_head, "int8")
     # W8A8: the same int8 weights with activations quantized per token (VNNI integer kernel), the closest
     # match of DeepSparse's int8 graph (int8 weights x uint8 activations, MatMulInteger)
-    w8a8 = copy.deepcopy(pruned)
-    layers = [n for n, m in w8a8.named_modules() if isinstance(m, Conv1D) and ".h." in n]
-    sparsify_model(w8a8, "int8", int8={n: Int8Spec(w8a8_row_scales(w8a8.get_submodule(n)), "dynamic-int8") for n in layers})
-    w8a8.lm_head = SparseLinear.from_dense(w8a8.lm_head, "int8", act="dynamic-int8")  # tied: set by hand
+    int8, w8a8 = copy.deepcopy(pruned), copy.deepcopy(pruned)
+    for model, act in ((int8, "none"), (w8a8, "dynamic-int8")):
+        for name, layer in list(model.named_modules()):
+            if isinstance(layer, Conv1D) and ".h." in name:
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent), child, int8_layer(layer, act))
+        model.lm_head = int8_layer(model.lm_head, act)  # tied to the embedding: set by hand
     return {"sparseft fp32": fp32.eval(), "sparseft int8": int8.eval(), "sparseft w8a8": w8a8.eval()}
+
+
+def int8_layer(layer: nn.Module, act: str) -> SparseLinear:
+    """``layer`` in the int8 format on its per-row scales, every column stored when it has no zeros."""
+    dense = bool((layer.weight != 0).all())
+    return SparseLinear.from_dense(layer, "int8", act=act, scales=w8a8_row_scales(layer), store_all=dense)
 
 
 def w8a8_row_scales(layer: nn.Module) -> torch.Tensor:
@@ -380,8 +387,8 @@ def table(data: dict) -> str:
     split_head = ("| seq | threads | sparsity | values | sparseft CPU ms: block linears + lm_head + outside "
                   "= total | DeepSparse CPU ms total |")  # fmt: skip
     split = [split_head, "|" + "---|" * (split_head.count("|") - 1)]
-    threads = data["meta"]["threads"]
     for p in data["points"]:
+        threads = sorted({int(name.rpartition(" t")[2]) for name in p["summary"]})  # a merged run's own
         for t in threads:
             base = p["summary"][f"torch dense fp32 t{t}"]
             for fmt, mode in [(f, m) for m in MODES for f in ("fp32", "int8", "w8a8")]:
