@@ -17,7 +17,7 @@
 #ifndef PF_DIST
 #define PF_DIST 16384
 #endif
-#define PF(p) _mm_prefetch((const char *)(p) + PF_DIST, _MM_HINT_T0)
+#define PF(p) _mm_prefetch((const char *)(p) + PF_DIST, SP_PF_HINT)
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,avx512vnni,popcnt,bmi,bmi2,fma")))
 #include "avx512_reduce.h"
 

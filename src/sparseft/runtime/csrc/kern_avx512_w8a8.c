@@ -27,7 +27,7 @@
 #ifndef W8_PF_DIST
 #define W8_PF_DIST 1024
 #endif
-#define PF(p) _mm_prefetch((const char *)(p) + W8_PF_DIST, _MM_HINT_T0)
+#define PF(p) _mm_prefetch((const char *)(p) + W8_PF_DIST, SP_PF_HINT)
 
 
 /* Expand a word's values. The register form (64-byte load, then vpexpandb) measured faster than the

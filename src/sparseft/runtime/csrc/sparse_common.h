@@ -129,6 +129,10 @@ static inline float sp_load_val(int fmt, const void *vals, int64_t i) {
     ((b) == ~0ULL ? _mm512_loadu_si512((const void *)(p))                                          \
                   : _mm512_maskz_expand_epi8((b), _mm512_loadu_si512((const void *)(p))))
 
+/* Cache level the software prefetches of the sparse (bitmask) kernels fill: L1 (-DSP_PF_HINT=... to try). */
+#ifndef SP_PF_HINT
+#define SP_PF_HINT _MM_HINT_T0
+#endif
 /* Software prefetch distance (bytes ahead on each of the 4 row streams) of the batch-1 kernels of
  * weights with every column stored (sp_weight.full). SmolLM2's lm_head on Zen 5, session 10 (int8): 0: 1.07,
  * 1024: 0.93, 4096: 0.79, 16384: 0.83 ms; session 11, 3 A/B pairs (benchmarks/head_formats.py): 4096:
@@ -136,7 +140,16 @@ static inline float sp_load_val(int fmt, const void *vals, int64_t i) {
 #ifndef SP_FULL_PF_DIST
 #define SP_FULL_PF_DIST 8192
 #endif
-#define SP_FULL_PF(p) _mm_prefetch((const char *)(p) + SP_FULL_PF_DIST, _MM_HINT_T0)
+/* ... and of the dense-row kernels: L2. A weight larger than the L3 (GPT-2's 50257 x 768 int8 head, 38.6 MB)
+ * streamed at 10-14 GB/s with prefetches into L1 and at 20-37 GB/s into L2 (T1 or T2, 3 A/B builds, Zen 5,
+ * 1 thread; torch.sum reads 25 GB/s): L1's miss buffers, not DRAM, held the stream. Whole steps, 2 A/B
+ * builds: GPT-2 70% int8 6.4 -> 4.5-4.8 ms, W8A8 5.6 -> 4.1-4.4 ms; SmolLM2 50% int8 + int8 head 8.4-9.3 ->
+ * 7.3 ms; 70% W8A8 + int4 head unchanged (4.0-4.4 ms). Prefetching the sparse kernels into L2 too slowed
+ * SmolLM2's 70% W8A8 step (4.1 -> 5.0 ms), so they keep L1. */
+#ifndef SP_FULL_PF_HINT
+#define SP_FULL_PF_HINT _MM_HINT_T1
+#endif
+#define SP_FULL_PF(p) _mm_prefetch((const char *)(p) + SP_FULL_PF_DIST, SP_FULL_PF_HINT)
 /* Prefetch distance (bytes) of the values stream of the sequential batch-1 W8A8 rows (0: none, e.g.
  * -DSP_SEQ_PF_DIST=0). Decode steps on Zen 5, 1 thread, 4-6 A/B builds each (`decode_breakdown --native`):
  * SmolLM2 50% W8A8 3.40-3.65 ms with none, 3.14-3.26 ms at 4096 B; 70% unchanged (2.83-3.09 vs 2.84-3.04);
@@ -147,7 +160,7 @@ static inline float sp_load_val(int fmt, const void *vals, int64_t i) {
 #endif
 #define SP_SEQ_PF(p)                                                                                   \
     do {                                                                                               \
-        if (SP_SEQ_PF_DIST) _mm_prefetch((const char *)(p) + SP_SEQ_PF_DIST, _MM_HINT_T0);            \
+        if (SP_SEQ_PF_DIST) _mm_prefetch((const char *)(p) + SP_SEQ_PF_DIST, SP_PF_HINT);             \
     } while (0)
 /* Mask of the columns of a row's last word (all 64 when K is a multiple of 64). */
 #define SP_TAIL_MASK(K) ((K) % 64 ? (__mmask64)((1ULL << ((K) % 64)) - 1) : ~(__mmask64)0)
