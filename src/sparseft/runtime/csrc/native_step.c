@@ -36,7 +36,10 @@ static void dense_rows_portable(const ns_proj *p, const float *x, float *y, int6
 }
 
 #if defined(__x86_64__)
-/* 4 rows at a time, 16 columns per FMA; a masked load covers K % 16. */
+/* 4 rows at a time, 16 columns per FMA; a masked load covers K % 16. Software prefetch into L2 as the
+ * dense-row sparse kernels (SP_FULL_PF): GPT-2's one-token fp32 forward (Zen 5, 1 thread, 2 A/B builds) at 0%,
+ * 494 MB of fp32 weights, 29.7-30.5 -> 24.1-26.0 ms; at 90%, where the 154 MB fp32 head is most of it,
+ * 15.6 -> 13.0-13.3 ms. */
 static T512 void dense_rows_avx512(const ns_proj *p, const float *x, float *y, int64_t r0, int64_t r1) {
     const int64_t K = p->K, K16 = K & ~15;
     const __mmask16 tail = (__mmask16)((1u << (K - K16)) - 1);
@@ -45,6 +48,10 @@ static T512 void dense_rows_avx512(const ns_proj *p, const float *x, float *y, i
         const float *w0 = p->dense + r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t k = 0; k < K16; k += 16) {
+            SP_FULL_PF(w0 + k); /* one line of each row per step: the L2 prefetches of the dense-row kernels */
+            SP_FULL_PF(w1 + k);
+            SP_FULL_PF(w2 + k);
+            SP_FULL_PF(w3 + k);
             __m512 xv = _mm512_loadu_ps(x + k);
             a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xv, a0);
             a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xv, a1);
