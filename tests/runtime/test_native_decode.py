@@ -96,6 +96,12 @@ def test_gpt2_native_steps_give_hf_logits(fmt: str | None, act: str, isa: str) -
         assert_same_decode(model, atol=1e-4)
 
 
+def test_gpt2_generate_equals_hf_generate() -> None:
+    model = tiny_gpt2("int8")
+    ref = model.generate(PROMPT, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0)
+    assert torch.equal(NativeDecoder(model, 32).generate(PROMPT, NEW), ref)
+
+
 def test_gpt2_positions_are_limited_by_its_position_table() -> None:
     with pytest.raises(ConfigError, match="at most 128"):
         NativeDecoder(tiny_gpt2(None), max_positions=129)
