@@ -59,6 +59,7 @@ from transformers.pytorch_utils import Conv1D
 from sparseft.peers.worker import PeerWorker
 from sparseft.prune.magnitude import magnitude_prune
 from sparseft.runtime import SparseLinear, set_num_threads, sparsify_model
+from sparseft.runtime.activations import fuse_activations
 from sparseft.runtime.fast_decode import INDUCTOR_OPTIONS
 from sparseft.runtime.native_decode import NativeDecoder
 
@@ -103,7 +104,8 @@ def sparseft_variants(pruned: nn.Module) -> dict[str, nn.Module]:
     """sparseft fp32 (what sparsify_model does with the pruned model) and int8 (every block layer and
     the lm_head in the int8 format, as DeepSparse's int8 model quantizes every weight matrix). A weight
     without zeros (the lm_head; every block layer at 0%) stores every column, no mask, as `sparseft
-    compress --head int8 --dense-layers int8` packs it (the dense-row kernels)."""
+    compress --head int8 --dense-layers int8` packs it (the dense-row kernels). The MLPs' tanh GELU runs as
+    one op (runtime/activations.py), as in a model prepared for decoding."""
     fp32 = copy.deepcopy(pruned)
     sparsify_model(fp32, "fp32")
     # W8A8: the same int8 weights with activations quantized per token (VNNI integer kernel), the closest
@@ -115,6 +117,8 @@ def sparseft_variants(pruned: nn.Module) -> dict[str, nn.Module]:
                 parent, _, child = name.rpartition(".")
                 setattr(model.get_submodule(parent), child, int8_layer(layer, act))
         model.lm_head = int8_layer(model.lm_head, act)  # tied to the embedding: set by hand
+    for model in (fp32, int8, w8a8):  # the tanh GELU as one op, as prepare_for_decode(fuse=True) does
+        fuse_activations(model)
     return {"sparseft fp32": fp32.eval(), "sparseft int8": int8.eval(), "sparseft w8a8": w8a8.eval()}
 
 

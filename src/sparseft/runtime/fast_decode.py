@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparseft.errors import ConfigError
+from sparseft.runtime.activations import fuse_activations
 from sparseft.runtime.fusion import fuse_projections
 from sparseft.runtime.suppression import use_cached_suppression
 
@@ -204,7 +205,8 @@ def prepare_for_decode(
     """Prepare an HF causal LM or encoder-decoder model (dense or with SparseLinear layers) for fast
     decoding, in place.
 
-    ``fuse``: fuse q/k/v and gate/up, in cross-attention only k/v (runtime/fusion.py). ``compile``:
+    ``fuse``: fuse q/k/v and gate/up, in cross-attention only k/v (runtime/fusion.py), and tanh-form GELU
+    modules into one op (runtime/activations.py). ``compile``:
     ``model.generate`` and ``greedy_decode`` then run every step after the prompt as one compiled graph
     over a static KV cache of ``max_cache_len`` positions (default: prompt + new tokens of the call);
     ``dynamic``: passed to torch.compile (False: fixed shapes, one graph per cache size); ``backend``:
@@ -218,8 +220,10 @@ def prepare_for_decode(
     settings = {"dynamic": dynamic, "max_cache_len": max_cache_len, "backend": backend}
     object.__setattr__(model, "_sparseft_decode", settings)
     fused = fuse_projections(model) if fuse else []
+    activations = fuse_activations(model) if fuse else []
     attention = use_decode_attention(model, long_bf16=long_attention) if compile or long_attention else False
     if compile:
         compile_generate(model)
     suppression = use_cached_suppression(model)
-    return {"fused": fused, "attention": attention, "compiled": compile, "cached_suppression": suppression}
+    return {"fused": fused, "activations": activations, "attention": attention, "compiled": compile,
+            "cached_suppression": suppression}
