@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from sparseft.errors import ConfigError
+from sparseft.models.layers import is_transposed, weight_matrix
 from sparseft.runtime import _kernels, native_gpt2
 from sparseft.runtime.dense_batch import dense_rows
 from sparseft.runtime.fusion import FusedSibling, fused_layer
@@ -97,6 +98,12 @@ class Description:
         self.keep.append(t)
         return t.data_ptr()
 
+    def build(self) -> object:
+        """The C model (a capsule) these arrays describe; ``keep`` must outlive it."""
+        ints = torch.tensor(self.ints, dtype=torch.int64)
+        floats = torch.tensor(self.floats, dtype=torch.float64)
+        return _kernels.native_new(ints.data_ptr(), ints.numel(), floats.data_ptr(), floats.numel())
+
     def proj(self, layer: nn.Module | None) -> float:
         """Append a projection's ints; returns its float (the static input scale)."""
         if layer is None:
@@ -108,12 +115,9 @@ class Description:
             self.ints += [_kernels.weight_address(handle.capsule), 0, 0, layer.out_features, layer.in_features,
                           handle.act_code]
             return handle.input_scale
-        if type(layer) is nn.Linear and layer.weight.dtype == torch.float32:
-            self.ints += [0, self.address(layer.weight), self.address(layer.bias), layer.out_features,
-                          layer.in_features, 0]
-            return 0.0
-        if type(layer).__name__ == "Conv1D" and layer.weight.dtype == torch.float32:  # transformers' (in, out) layout
-            self.ints += [0, self.address(layer.weight.T), self.address(layer.bias), layer.nf, layer.nx, 0]
+        if (type(layer) is nn.Linear or is_transposed(layer)) and layer.weight.dtype == torch.float32:
+            weight = weight_matrix(layer)  # (out, in); a Conv1D's is copied out of its (in, out) layout
+            self.ints += [0, self.address(weight), self.address(layer.bias), *weight.shape, 0]
             return 0.0
         raise ConfigError(f"the native step runs SparseLinear and fp32 nn.Linear projections, not {type(layer).__name__}")
 
@@ -167,22 +171,16 @@ class NativeDecoder:
         self.kcache, self.vcache = torch.zeros(shape), torch.zeros(shape)
         self.logits = torch.empty(self.vocab)
         self.threads: ThreadChooser | None = None  # generate()'s thread choice (its .steps: steps per count)
+        d = Description()
         if self._gpt2:
-            self._window, d = None, Description()
+            self._window, self._w8a8 = None, _w8a8(model.transformer.h[0].attn.c_attn)
             native_gpt2.describe(d, model, max_positions, self.kcache, self.vcache)
-            self._w8a8 = _w8a8(model.transformer.h[0].attn.c_attn)
-            self._build(d)
         else:
-            self._describe(model)
+            self._describe_llama(d, model)
+        self._native, self._keep = d.build(), d.keep
 
-    def _build(self, d: Description) -> None:
-        ints = torch.tensor(d.ints, dtype=torch.int64)
-        floats = torch.tensor(d.floats, dtype=torch.float64)
-        self._native = _kernels.native_new(ints.data_ptr(), ints.numel(), floats.data_ptr(), floats.numel())
-        self._keep = d.keep
-
-    def _describe(self, model: nn.Module) -> None:
-        cfg, inner, d = model.config, model.model, Description()
+    def _describe_llama(self, d: Description, model: nn.Module) -> None:
+        cfg, inner = model.config, model.model
         window = self._window = sliding_window(cfg)
         first = projection_parts(inner.layers[0].self_attn, ("q_proj", "k_proj", "v_proj"))[0]
         self._w8a8 = _w8a8(first)
@@ -196,7 +194,6 @@ class NativeDecoder:
         d.floats.append(d.proj(model.lm_head))
         for block in inner.layers:
             self._describe_block(d, block)
-        self._build(d)
 
     @staticmethod
     def _describe_block(d: Description, block: nn.Module) -> None:

@@ -123,10 +123,7 @@ class NativeWhisperDecoder:
         d.floats.append(d.proj(model.proj_out))
         for block in dec.layers:
             self._describe_block(d, block)
-        ints = torch.tensor(d.ints, dtype=torch.int64)
-        floats = torch.tensor(d.floats, dtype=torch.float64)
-        self._native = _kernels.native_new(ints.data_ptr(), ints.numel(), floats.data_ptr(), floats.numel())
-        self._keep = d.keep
+        self._native, self._keep = d.build(), d.keep
 
     @staticmethod
     def _describe_block(d: Description, block: nn.Module) -> None:
