@@ -91,9 +91,10 @@ def block_outlier_ratios(
         for i, block in enumerate(stack_blocks):
             residency.enter(block, device)
             layers = by_block[block.name]
-            stats = InputStats(layers, hessian_batches=0, norms=True)
+            stats = InputStats(layers, hessian_batches=0, norms=True, block=block.module)
             try:
-                for h, call in zip(inputs.hidden, inputs.calls[i], strict=True):
+                for h, call, real in zip(inputs.hidden, inputs.calls[i], inputs.masks, strict=True):
+                    stats.begin_batch(real)
                     h.copy_(call.run(block.module, to_device(h, device), device))
                     stats.end_batch()
                 if layers:

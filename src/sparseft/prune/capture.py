@@ -23,6 +23,7 @@ from transformers.cache_utils import Cache
 
 from sparseft.errors import ModelError
 from sparseft.models.walk import Block
+from sparseft.prune.token_masks import TokenMasks, stack_token_masks
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,12 @@ def to_device(obj: Any, device: torch.device | None) -> Any:
 
 @dataclass
 class StackInputs:
-    """Calibration inputs of one stack: hidden states per batch, and each block's call per batch."""
+    """Calibration inputs of one stack: hidden states per batch, each block's call per batch, and which
+    positions of each batch are real tokens (what layer statistics count)."""
 
     hidden: list[Tensor]
     calls: list[list[BlockCall]]  # calls[block index in stack][batch index]
+    masks: list[TokenMasks]
 
 
 def _record_calls(
@@ -168,6 +171,7 @@ def capture_stack_inputs(
         for i in range(len(blocks)):
             calls[i].append(batch_calls[0] if shared else batch_calls[i])
     log.debug("%s: %s block inputs", blocks[0].name, "shared" if shared else "per-block")
-    return StackInputs(hidden, calls)
+    masks = [stack_token_masks(model, batch, blocks[0].stack).fitted(h) for batch, h in zip(batches, hidden, strict=True)]
+    return StackInputs(hidden, calls, masks)
 
 

@@ -42,6 +42,7 @@ from sparseft.prune.residency import BlockResidency, InMemory
 from sparseft.prune.solvers import LayerProblem, Solver, SolveSettings, get_solver, method_names
 from sparseft.prune.sparsegpt import output_error
 from sparseft.prune.stats import InputStats
+from sparseft.prune.token_masks import TokenMasks
 
 __all__ = ["BlockResidency", "InMemory", "LayerReport", "OneShotReport", "capture_stack_inputs",
            "oneshot", "solve_sequentially"]
@@ -238,7 +239,7 @@ def _solve_stack(blocks, inputs: StackInputs, by_block, run: _Run, report: OneSh
     for i, block in enumerate(bar):
         bar.set_postfix_str(block.name)
         residency.enter(block, run.device)
-        masks = _solve_block(block, hidden, inputs.calls[i], by_block[block.name], run, report)
+        masks = _solve_block(block, hidden, inputs.calls[i], inputs.masks, by_block[block.name], run, report)
         if i + 1 < len(blocks):  # the last block's outputs feed nothing we solve
             for h, call in zip(hidden, inputs.calls[i], strict=True):
                 # Into the same buffers, batch by batch: the calibration activations are held once, not
@@ -248,15 +249,16 @@ def _solve_stack(blocks, inputs: StackInputs, by_block, run: _Run, report: OneSh
     bar.close()
 
 
-def _solve_block(block: Block, hidden: list[Tensor], calls: list[BlockCall], block_layers, run: _Run,
-                 report: OneShotReport) -> Masks:
+def _solve_block(block: Block, hidden: list[Tensor], calls: list[BlockCall], masks_of_batches: list[TokenMasks],
+                 block_layers, run: _Run, report: OneShotReport) -> Masks:
     """Collect the statistics of the block's layers on the calibration inputs, solve them; return the masks."""
     masks: Masks = {}
     if not block_layers:
         return masks
-    stats = InputStats(block_layers, run.hessian_batches, norms=run.solver.needs.norms)
+    stats = InputStats(block_layers, run.hessian_batches, norms=run.solver.needs.norms, block=block.module)
     try:
-        for h, call in zip(hidden, calls, strict=True):
+        for h, call, real in zip(hidden, calls, masks_of_batches, strict=True):
+            stats.begin_batch(real)
             call.run(block.module, to_device(h, run.device), run.device)
             stats.end_batch()
         for name, module in block_layers.items():

@@ -1,10 +1,12 @@
 """Statistics of each layer's inputs, accumulated by forward hooks while the driver replays a block.
 
 What is collected is what the solver declares (`sparseft.prune.solvers.Needs`): the Hessian
-H = 2/n sum x x^T (on every batch, or on a sample for the error report) and the mean of x_j^2 (Wanda).
+H = 2/n sum x x^T (on every batch, or on a sample for the error report) and the mean of x_j^2 (Wanda),
+over the real positions of each batch only (`sparseft.prune.token_masks`: padding is left out).
 
-    >>> stats = InputStats(block_layers, hessian_batches=None, norms=False)
-    >>> for h, call in zip(hidden, calls): call.run(block, h, None); stats.end_batch()
+    >>> stats = InputStats(block_layers, hessian_batches=None, norms=False, block=block)
+    >>> for h, call, m in zip(hidden, calls, masks):
+    ...     stats.begin_batch(m); call.run(block, h, None); stats.end_batch()
     >>> H = stats.hessian("model.layers.0.self_attn.q_proj"); stats.remove()
 """
 
@@ -18,6 +20,7 @@ from torch import Tensor, nn
 
 from sparseft.errors import ModelError
 from sparseft.prune.sparsegpt import accumulate_hessian
+from sparseft.prune.token_masks import TokenMasks
 from sparseft.prune.wanda import accumulate_norms
 
 
@@ -28,9 +31,12 @@ class InputStats:
     all of it, the error report of Wanda and magnitude needs a sample); `norms`: the mean of x_j^2 over
     all batches (Wanda). Layers fed the very same tensor (q/k/v, gate/up) share their statistics:
     computing them once saves most of the cost of collection, which rivals the forward passes themselves.
+    `block`: the block the layers belong to; with it, a cross-attention layer fed the encoder states is
+    told apart from one fed the block's own positions when both have the same shape.
     """
 
-    def __init__(self, layers: Mapping[str, nn.Module], hessian_batches: int | None, norms: bool):
+    def __init__(self, layers: Mapping[str, nn.Module], hessian_batches: int | None, norms: bool,
+                 block: nn.Module | None = None):
         self.H: dict[str, Tensor] = {}
         self.H_tokens: dict[str, int] = {}
         self.norm_sq: dict[str, Tensor] = {}
@@ -40,7 +46,34 @@ class InputStats:
         self._norms = norms
         self._batch = 0
         self._batch_inputs: dict[int, tuple[Tensor, str]] = {}
+        self._masks = TokenMasks()
+        self._context: list[Tensor] = []
         self._handles = [m.register_forward_hook(self._hook(name)) for name, m in layers.items()]
+        if block is not None:
+            self._handles.append(block.register_forward_pre_hook(self._note_context, with_kwargs=True))
+
+    def begin_batch(self, masks: TokenMasks) -> None:
+        """Count only the real positions of the next batch (None in `masks`: every position)."""
+        self._masks = masks
+
+    def _note_context(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        # The encoder states reach cross-attention's k/v projections as the very tensor the block was given.
+        context = self._masks.context
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        self._context = [] if context is None else [
+            t for t in (*args, *kwargs.values())
+            if isinstance(t, Tensor) and t is not hidden and t.dim() == 3 and tuple(t.shape[:2]) == tuple(context.shape)
+        ]
+
+    def _real_rows(self, x: Tensor) -> Tensor:
+        masks = self._masks
+        if masks.context is not None and any(x is t for t in self._context):
+            mask = masks.context
+        elif masks.hidden is not None and tuple(x.shape[:-1]) == tuple(masks.hidden.shape):
+            mask = masks.hidden
+        else:
+            return x
+        return x[mask.to(x.device)]
 
     def _hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -49,7 +82,7 @@ class InputStats:
             if seen is not None and seen[0] is x and self.owner.setdefault(name, seen[1]) == seen[1]:
                 return
             self.owner.setdefault(name, name)
-            self._accumulate(name, x.detach())
+            self._accumulate(name, self._real_rows(x).detach())
             self._batch_inputs[id(x)] = (x, name)
 
         return hook
@@ -68,6 +101,7 @@ class InputStats:
 
     def end_batch(self) -> None:
         self._batch_inputs.clear()
+        self._masks, self._context = TokenMasks(), []
         self._batch += 1
 
     def _owner(self, name: str) -> str:
