@@ -118,3 +118,24 @@ def test_masks_by_stack():
     full = {"input_ids": torch.ones(2, 5, dtype=torch.long), "attention_mask": torch.ones(2, 5, dtype=torch.long)}
     assert stack_token_masks(llama, full, "decoder") == TokenMasks()
     assert stack_token_masks(t5, batch, "decoder").fitted(torch.zeros(2, 3, 8)).hidden is None  # shape changed
+
+
+@pytest.mark.parametrize("family", ["llama", "whisper"])
+def test_head_hessian_leaves_padding_out(family):
+    """GPTQ of the output projection (quantize --head) reads the same real positions as the blocks."""
+    from sparseft.models.head import output_projection
+    from sparseft.quant.head import head_hessian
+
+    model = tiny(family)
+    singles = examples(family)
+    _, head = output_projection(model)
+    rows: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda mod, args: rows.append(args[0].reshape(-1, args[0].shape[-1])))
+    with torch.no_grad():
+        for example in singles:
+            model(**example)
+    hook.remove()
+    x = torch.cat(rows).double()
+    want = 2 * x.T @ x / x.shape[0]
+    got = head_hessian(model, [padded(singles[:2]), padded(singles[2:])]).double()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

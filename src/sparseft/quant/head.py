@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from sparseft.errors import ConfigError
 from sparseft.models.head import output_projection, untie_output_projection
 from sparseft.models.hooks import run_with_hooks
+from sparseft.prune.token_masks import stack_token_masks
 from sparseft.quant.gptq import gptq_quantize, gptq_quantize_groups
 
 HEAD_FORMATS = ("int4", "int8")
@@ -45,18 +46,23 @@ class HeadQuant:
 
 
 def head_hessian(model: nn.Module, batches: Iterable[Mapping[str, Any]]) -> Tensor:
-    """H = 2/n sum x x^T (in, in) over the output projection's inputs, every token of `batches`."""
+    """H = 2/n sum x x^T (in, in) over the output projection's inputs, every real token of `batches`
+    (padding left out, as in the blocks' statistics: `sparseft.prune.token_masks`)."""
     _, head = output_projection(model)
     width = head.weight.shape[1]
-    acc = {"H": torch.zeros(width, width, dtype=torch.float64), "n": 0}
+    acc: dict[str, Any] = {"H": torch.zeros(width, width, dtype=torch.float64), "n": 0, "real": None}
 
     def record(module: nn.Module, args: tuple) -> None:
-        x = args[0].detach().reshape(-1, width).double()
+        x, real = args[0].detach(), acc["real"]
+        x = x[real] if real is not None and tuple(x.shape[:-1]) == tuple(real.shape) else x
+        x = x.reshape(-1, width).double()
         acc["H"] += x.T @ x
         acc["n"] += x.shape[0]
 
     with torch.no_grad():
-        run_with_hooks(model, {head: record}, batches, pre=True)
+        for batch in batches:
+            acc["real"] = stack_token_masks(model, batch, "decoder").hidden
+            run_with_hooks(model, {head: record}, [batch], pre=True)
     if acc["n"] == 0:
         raise ConfigError("the head's GPTQ needs calibration batches; none were given")
     return (2 * acc["H"] / acc["n"]).float()
