@@ -17,9 +17,10 @@ def _weight(fmt: str, shape: tuple[int, int] = (72, 200)):
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "int8", "int4"])
-def test_weight_only_dense_product_is_bf16_close_to_float64(fmt: str) -> None:
+def test_weight_only_dense_product_is_bf16_close_to_float64(fmt: str, monkeypatch) -> None:
     """x and the decoded weight rounded to bf16, fp32 sums, the result rounded once: about 3 bf16 roundings
     (2^-9 each) from the float64 product of the very weights the layer holds."""
+    monkeypatch.setattr(dense_batch, "COPY_DTYPE", torch.bfloat16)  # as on a CPU with AVX512-BF16
     cw = _weight(fmt)
     bias = torch.randn(72)
     handle = pack_weight(cw, bias)
@@ -30,6 +31,22 @@ def test_weight_only_dense_product_is_bf16_close_to_float64(fmt: str) -> None:
     ref = x.double() @ cw.decompress().double().T + bias.double()
     err = (y.double() - ref).abs().max() / ref.abs().max()
     assert 1e-5 < err < 1.5e-2  # rounded (not the fp32 kernels), but only as bf16 rounds
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16", "bf16", "int8", "int4"])
+def test_weight_only_fp32_copy_is_fp32_close_to_float64(fmt: str, monkeypatch) -> None:
+    """On a CPU without fast bf16 (AVX-512 VNNI, no AVX512-BF16 / AMX) the copy is fp32: every value format
+    decodes exactly, so only fp32 summation separates it from the float64 product."""
+    monkeypatch.setattr(dense_batch, "COPY_DTYPE", torch.float32)
+    cw = _weight(fmt)
+    bias = torch.randn(72)
+    handle = pack_weight(cw, bias)
+    x = torch.randn(40, 200)
+    with forced_dense_batches("on"):
+        y = linear(x, handle)
+    assert handle._dense is not None and handle._dense.weight.dtype == torch.float32
+    ref = x.double() @ cw.decompress().double().T + bias.double()
+    assert float((y.double() - ref).abs().max() / ref.abs().max()) < 1e-5
 
 
 @pytest.mark.parametrize("static_scale", [0.0, 0.04])
@@ -72,7 +89,8 @@ def test_quantize_rows_rounds_as_torch_does() -> None:
         assert torch.equal(quantize_rows(x)[0], ref_q)
 
 
-def test_fp32_and_fp16_values_never_take_the_bf16_copy() -> None:
+def test_fp32_and_fp16_values_never_take_the_bf16_copy(monkeypatch) -> None:
+    monkeypatch.setattr(dense_batch, "COPY_DTYPE", torch.bfloat16)
     for fmt in ("fp32", "fp16"):
         handle = pack_weight(_weight(fmt))
         with forced_dense_batches("on"):
@@ -88,7 +106,7 @@ def test_thresholds_modes_and_forced_isa() -> None:
         with forced_isa("portable"):
             assert dense_rows() == 2  # "on" holds under a forced ISA
     with forced_dense_batches("auto"):
-        expected = DENSE_MIN_ROWS if dense_batch._PREFERS_DENSE else {False: 0, True: 0}
+        expected = DENSE_MIN_ROWS[dense_batch.copy_dtype()] if dense_batch._PREFERS_DENSE else {False: 0, True: 0}
         assert (dense_rows(), dense_rows(True)) == (expected[False], expected[True])
         with forced_isa("portable"):
             assert dense_rows() == 0  # the tests of each kernel path see their own kernels

@@ -21,12 +21,16 @@ with the layer's kernel handle (never saved):
   ``acc * x_scale * w_scale + bias``: the int32 sums are exact, so the result is the sparse kernels'
   bit for bit.
 
-fp32 and fp16 values keep the sparse kernels (bf16 would round them), as on AMX. CPUs with AMX keep
-their sparse AMX kernels (measured there, csrc/kern_amx.c), and CPUs without
-AVX512-BF16 keep the sparse kernels (their bf16 products are emulated), and so does a forced ISA
-(``forced_isa``: the tests of each kernel path). ``set_dense_batches`` /
-``forced_dense_batches`` / env ``SPARSEFT_DENSE_BATCHES`` ("auto"; "on": any CPU, from 2 rows; "off")
-override the choice.
+fp32 and fp16 values keep the sparse kernels there (bf16 would round them), as on AMX. A CPU with AVX-512
+VNNI but neither AVX512-BF16 nor AMX (Intel Ice Lake, Cascade Lake) has no fast bf16 product, so its
+weight-only copies are fp32 (every value format decodes exactly), multiplied by PyTorch's fp32 GEMM from
+32 rows; its W8A8 layers take ``torch._int_mm`` (VNNI) from 24 rows as above. Measured on an Ice Lake core
+(Whisper tiny's 384 <-> 1536, 50 / 70%): weight-only int8 sparse / dense fp32 1.1-1.6 at 32 rows, 1.7-2.9 at
+1500; W8A8 sparse / ``_int_mm`` 1.3-3.5 at 32 rows, 2.6-5.5 at 1500. CPUs with AMX keep their sparse AMX
+kernels (measured there, csrc/kern_amx.c), other CPUs (no AVX-512 VNNI) keep the sparse kernels (not
+measured), and so does a forced ISA (``forced_isa``: the tests of each kernel path).
+``set_dense_batches`` / ``forced_dense_batches`` / env ``SPARSEFT_DENSE_BATCHES`` ("auto"; "on": any CPU,
+from 2 rows; "off") override the choice.
 """
 
 from __future__ import annotations
@@ -41,21 +45,35 @@ from sparseft.errors import ConfigError
 from sparseft.runtime import _kernels
 from sparseft.runtime.isa import isa_code, isa_forced
 
-# Rows of x from which the dense products win, by activation type (benchmarks/dense_batch_crossover.py,
-# Zen 5, 1 thread, Whisper tiny's 384 <-> 1536 at 50 / 70%: weight-only int8 sparse / dense bf16 0.84-0.88 at
-# 2 rows, 1.4-1.7 at 6, 2.3-3.3 at 1500; W8A8 sparse / dense int8 0.45-0.69 at 2, 0.91-1.62 at 16, 1.25-2.0
-# at 24, 2.1-3.2 at 1500).
-DENSE_MIN_ROWS = {False: 6, True: 24}  # keyed by "int8 activations"
+# Rows of x from which the dense products win, by the weight-only copies' dtype and "int8 activations"
+# (benchmarks/dense_batch_crossover.py, 1 thread, Whisper tiny's 384 <-> 1536 at 50 / 70%). bf16 (Zen 5):
+# weight-only int8 sparse / dense bf16 0.84-0.88 at 2 rows, 1.4-1.7 at 6, 2.3-3.3 at 1500; W8A8 sparse / dense
+# int8 0.45-0.69 at 2, 0.91-1.62 at 16, 1.25-2.0 at 24, 2.1-3.2 at 1500. fp32 (Ice Lake): sparse / dense fp32
+# 0.64-0.86 at 8 rows, 1.07-1.58 at 32, 1.66-2.85 at 1500; W8A8 0.82-1.42 at 8, 1.33-3.5 at 32.
+DENSE_MIN_ROWS = {torch.bfloat16: {False: 6, True: 24}, torch.float32: {False: 32, True: 24}}
 MODES = ("auto", "on", "off")
 _mode = "auto"
 
 
-def _cpu_prefers_dense() -> bool:
-    """AVX512-BF16 (native bf16 dot products) without AMX tiles (whose sparse kernels are kept)."""
-    return torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported()
+def _cpu_copy_dtype() -> torch.dtype | None:
+    """The dtype of weight-only dense copies where this CPU prefers dense products at large batches: bf16
+    with AVX512-BF16 and no AMX tiles, fp32 with AVX-512 VNNI and neither; None: keep the sparse kernels."""
+    if torch.cpu._is_amx_tile_supported():
+        return None
+    if torch.cpu._is_avx512_bf16_supported():
+        return torch.bfloat16
+    if torch.cpu._is_avx512_supported() and torch.cpu._is_vnni_supported():
+        return torch.float32
+    return None
 
 
-_PREFERS_DENSE = _cpu_prefers_dense()  # once: the CPU does not change while running
+COPY_DTYPE = _cpu_copy_dtype()  # once: the CPU does not change while running
+_PREFERS_DENSE = COPY_DTYPE is not None
+
+
+def copy_dtype() -> torch.dtype:
+    """The dtype weight-only dense copies are made in now (bf16 where this CPU has no preference: "on")."""
+    return COPY_DTYPE or torch.bfloat16
 
 
 def set_dense_batches(mode: str | None) -> None:
@@ -85,11 +103,12 @@ def dense_rows(int8_activations: bool = False) -> int:
     if _mode == "on":
         return 2
     auto = _mode == "auto" and _PREFERS_DENSE and not isa_forced()
-    return DENSE_MIN_ROWS[int8_activations] if auto else 0
+    return DENSE_MIN_ROWS[copy_dtype()][int8_activations] if auto else 0
 
 
 class DenseCopy:
-    """The dense operand of one weight: bf16 (M, K) decoded weights, or int8 (K, M) codes for W8A8."""
+    """The dense operand of one weight: bf16 or fp32 (M, K) decoded weights (`copy_dtype`), or int8 (K, M)
+    codes for W8A8."""
 
     __slots__ = ("weight", "wscale", "bias")
 
@@ -98,12 +117,14 @@ class DenseCopy:
             self.weight = cw.dense_codes().t().contiguous()  # (K, M): _int_mm's second operand
             self.wscale = cw.scales
         else:
-            self.weight = cw.decompress().to(torch.bfloat16)
+            self.weight = cw.decompress().to(copy_dtype())
             self.wscale = None
         self.bias = bias
 
     def linear(self, x2d: torch.Tensor, input_scale: float) -> torch.Tensor:
         """fp32 y (N, M) = x2d (N, K, fp32) @ W^T + bias."""
+        if self.wscale is None and self.weight.dtype == torch.float32:
+            return torch.nn.functional.linear(x2d, self.weight, self.bias)
         if self.wscale is None:
             y = torch.matmul(x2d.to(torch.bfloat16), self.weight.t()).float()
             return y if self.bias is None else y.add_(self.bias)
