@@ -176,3 +176,19 @@ def test_a_freeze_pattern_that_names_no_parameter_is_refused(tmp_path):
                                 loss={"task": 1.0, "squarehead": 0.0}, freeze=[r"^encoder\.blocks"])
     with pytest.raises(ConfigError, match=r"freeze \['\^encoder\\\\.blocks'\] matches no parameter"):
         run_finetune(settings, StageIO(str(dense), tmp_path / "tuned"))
+
+
+def test_quantize_calibration_without_sources_reads_the_model_kinds():
+    """`sparseft quantize WHISPER --method gptq --nsamples 32` (no --calib): the speech model's clips at the
+    sizes given, not the text default the settings class holds for causal LMs."""
+    from sparseft.stages.quantize import _calibration
+    from tiny_models import build_tiny_model
+
+    whisper, llama = build_tiny_model("whisper"), build_tiny_model("llama")
+    sized = QuantizeSettings(method="gptq", calib={"nsamples": 3, "batch_size": 1})
+    calib = _calibration(sized, whisper)
+    assert calib.source == ["espeak"] and (calib.nsamples, calib.batch_size) == (3, 1)
+    assert _calibration(sized, llama).source == ["gsm"]
+    given = QuantizeSettings(method="gptq", calib={"source": ["flite"], "nsamples": 3})
+    assert _calibration(given, whisper).source == ["flite"]
+    assert _calibration(QuantizeSettings(method="gptq"), whisper).source == ["espeak"]

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(
         QuantizeSettings, scheme=args.scheme, weights=args.weights, method=args.method,
-        calib=calibration_from(args, ["gsm"]), sensitivity=args.sensitivity, keep_sensitive=args.keep_sensitive,
+        calib=calibration_from(args, None, always=True), sensitivity=args.sensitivity, keep_sensitive=args.keep_sensitive,
         targets=args.target, ignore=args.ignore, head=args.head,
     )  # fmt: skip
     record = run_quantize(settings, stage_io(args, args.out))

@@ -29,13 +29,16 @@ def _sensitive_layers(settings: QuantizeSettings, model, batches, masks) -> tupl
 
 
 def _calibration(settings: QuantizeSettings, model) -> Calibration:
-    """The given calibration, else the model kind's default (the settings' default is for causal LMs)."""
+    """The given calibration, else the model kind's default (the settings' default is for causal LMs); a
+    calibration given without sources (`--nsamples 32` alone) reads the kind's sources with those sizes."""
     from sparseft.stages.tasks import task_of
 
-    task = task_of(model)
-    if "calib" in settings.model_fields_set or task.kind == "causal":
-        return settings.calib
-    return task.calib.model_copy(update={"nsamples": min(task.calib.nsamples, settings.calib.nsamples)})
+    task, given = task_of(model), settings.calib
+    if task.kind == "causal" or "calib" in settings.model_fields_set and "source" in given.model_fields_set:
+        return given
+    if "calib" not in settings.model_fields_set:
+        return task.calib.model_copy(update={"nsamples": min(task.calib.nsamples, given.nsamples)})
+    return task.calib.model_copy(update={name: getattr(given, name) for name in given.model_fields_set})
 
 
 def run_quantize(settings: QuantizeSettings, io: StageIO) -> dict:
