@@ -98,6 +98,18 @@ def test_fp32_and_fp16_values_never_take_the_bf16_copy(monkeypatch) -> None:
         assert handle._dense is None
 
 
+def test_fp32_copies_leave_very_sparse_layers_on_the_sparse_kernels(monkeypatch) -> None:
+    """Under fp32 copies a layer below `FP32_COPY_MIN_DENSITY` stored keeps its kernels (they skip enough)."""
+    monkeypatch.setattr(dense_batch, "COPY_DTYPE", torch.float32)
+    sparse, denser = compress(masked((72, 200), 0.9, seed=3), "int8"), compress(masked((72, 200), 0.6, seed=3), "int8")
+    assert sparse.density < dense_batch.FP32_COPY_MIN_DENSITY <= denser.density
+    for cw, copied in ((sparse, False), (denser, True)):
+        handle = pack_weight(cw)
+        with forced_dense_batches("on"):
+            linear(torch.randn(64, 200), handle)
+        assert (handle._dense is not None) == copied
+
+
 def test_thresholds_modes_and_forced_isa() -> None:
     with forced_dense_batches("off"):
         assert dense_rows() == 0 and dense_rows(True) == 0

@@ -24,7 +24,8 @@ with the layer's kernel handle (never saved):
 fp32 and fp16 values keep the sparse kernels there (bf16 would round them), as on AMX. A CPU with AVX-512
 VNNI but neither AVX512-BF16 nor AMX (Intel Ice Lake, Cascade Lake) has no fast bf16 product, so its
 weight-only copies are fp32 (every value format decodes exactly), multiplied by PyTorch's fp32 GEMM from
-32 rows; its W8A8 layers take ``torch._int_mm`` (VNNI) from 24 rows as above. Measured on an Ice Lake core
+32 rows, except layers with fewer than `FP32_COPY_MIN_DENSITY` of their weights stored (80%+ sparse), whose
+sparse kernels skip enough work to stay ahead; its W8A8 layers take ``torch._int_mm`` (VNNI) from 24 rows as above. Measured on an Ice Lake core
 (Whisper tiny's 384 <-> 1536, 50 / 70%): weight-only int8 sparse / dense fp32 1.1-1.6 at 32 rows, 1.7-2.9 at
 1500; W8A8 sparse / ``_int_mm`` 1.3-3.5 at 32 rows, 2.6-5.5 at 1500. CPUs with AMX keep their sparse AMX
 kernels (measured there, csrc/kern_amx.c), other CPUs (no AVX-512 VNNI) keep the sparse kernels (not
@@ -51,6 +52,9 @@ from sparseft.runtime.isa import isa_code, isa_forced
 # int8 0.45-0.69 at 2, 0.91-1.62 at 16, 1.25-2.0 at 24, 2.1-3.2 at 1500. fp32 (Ice Lake): sparse / dense fp32
 # 0.64-0.86 at 8 rows, 1.07-1.58 at 32, 1.66-2.85 at 1500; W8A8 0.82-1.42 at 8, 1.33-3.5 at 32.
 DENSE_MIN_ROWS = {torch.bfloat16: {False: 6, True: 24}, torch.float32: {False: 32, True: 24}}
+# Sparser weight-only layers keep the sparse kernels under fp32 copies: they skip enough work there (Ice Lake,
+# GPT-2's 768 <-> 3072, sparse / dense fp32 at 128-512 rows: 1.1-1.5 at 70%, 0.95-1.2 at 80%, 0.68-0.91 at 90%).
+FP32_COPY_MIN_DENSITY = 0.2
 MODES = ("auto", "on", "off")
 _mode = "auto"
 
@@ -69,6 +73,14 @@ def _cpu_copy_dtype() -> torch.dtype | None:
 
 COPY_DTYPE = _cpu_copy_dtype()  # once: the CPU does not change while running
 _PREFERS_DENSE = COPY_DTYPE is not None
+
+
+def takes_weight_only_copy(format_bf16_exact: bool, density: float) -> bool:
+    """Whether a weight-only layer may multiply large batches by a dense copy: a bf16 copy needs values no
+    finer than bf16; an fp32 one holds any values, from `FP32_COPY_MIN_DENSITY` of the weights stored."""
+    if copy_dtype() == torch.float32:
+        return density >= FP32_COPY_MIN_DENSITY
+    return format_bf16_exact
 
 
 def copy_dtype() -> torch.dtype:

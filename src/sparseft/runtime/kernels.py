@@ -28,7 +28,7 @@ import torch
 
 from sparseft.errors import ConfigError
 from sparseft.runtime import _kernels
-from sparseft.runtime.dense_batch import DenseCopy, copy_dtype, dense_rows
+from sparseft.runtime.dense_batch import DenseCopy, dense_rows, takes_weight_only_copy
 from sparseft.runtime.format import CompressedWeight
 from sparseft.runtime.formats import check_kernel_table
 from sparseft.runtime.isa import (  # noqa: F401  (the settings, re-exported: one import for callers)
@@ -108,10 +108,10 @@ class WeightHandle:
                 raise ConfigError(f"bias must have {m} elements, got shape {tuple(bias.shape)}")
         rowsum = row_sums(cw) if rowsum is None else rowsum
         self.tensors = (cw.mask, cw.values, cw.rowptr, cw.scales, rowsum, bias)
-        # large batches may multiply by a dense copy (dense_batch.py): int8 codes for W8A8, else bf16 (values
-        # no finer than bf16) or fp32 (any values) as the CPU prefers
+        # large batches may multiply by a dense copy (dense_batch.py): int8 codes for W8A8, else bf16 or fp32
+        # decoded weights as the CPU prefers
         self.cw, self._dense = cw, None
-        self.dense_ok = act != "none" or cw.format.dense_bf16 or copy_dtype() == torch.float32
+        self.dense_ok = act != "none" or takes_weight_only_copy(cw.format.dense_bf16, cw.density)
         self.out_features, self.in_features = m, k
         self.act, self.act_code, self.input_scale = act, _ACT_CODE[act], float(input_scale)
         self.capsule = _kernels.pack(
