@@ -16,20 +16,25 @@ def _weight(fmt: str, shape: tuple[int, int] = (72, 200)):
     return compress(masked(shape, 0.6, seed=3), fmt)
 
 
-@pytest.mark.parametrize("fmt", ["bf16", "int8", "int4"])
-def test_weight_only_dense_product_is_bf16_close_to_float64(fmt: str, monkeypatch) -> None:
-    """x and the decoded weight rounded to bf16, fp32 sums, the result rounded once: about 3 bf16 roundings
-    (2^-9 each) from the float64 product of the very weights the layer holds."""
-    monkeypatch.setattr(dense_batch, "COPY_DTYPE", torch.bfloat16)  # as on a CPU with AVX512-BF16
+def _copy_error(fmt: str, dtype: torch.dtype, monkeypatch) -> float:
+    """Relative max error against float64 of a 40-row product on the `dtype` dense copy (asserted taken)."""
+    monkeypatch.setattr(dense_batch, "COPY_DTYPE", dtype)
     cw = _weight(fmt)
     bias = torch.randn(72)
     handle = pack_weight(cw, bias)
     x = torch.randn(40, 200)
     with forced_dense_batches("on"):
         y = linear(x, handle)
-    assert handle._dense is not None and handle._dense.weight.dtype == torch.bfloat16  # it did take the copy
+    assert handle._dense is not None and handle._dense.weight.dtype == dtype  # it did take the copy
     ref = x.double() @ cw.decompress().double().T + bias.double()
-    err = (y.double() - ref).abs().max() / ref.abs().max()
+    return float((y.double() - ref).abs().max() / ref.abs().max())
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "int8", "int4"])
+def test_weight_only_dense_product_is_bf16_close_to_float64(fmt: str, monkeypatch) -> None:
+    """x and the decoded weight rounded to bf16, fp32 sums, the result rounded once: about 3 bf16 roundings
+    (2^-9 each) from the float64 product of the very weights the layer holds."""
+    err = _copy_error(fmt, torch.bfloat16, monkeypatch)  # as on a CPU with AVX512-BF16
     assert 1e-5 < err < 1.5e-2  # rounded (not the fp32 kernels), but only as bf16 rounds
 
 
@@ -37,16 +42,7 @@ def test_weight_only_dense_product_is_bf16_close_to_float64(fmt: str, monkeypatc
 def test_weight_only_fp32_copy_is_fp32_close_to_float64(fmt: str, monkeypatch) -> None:
     """On a CPU without fast bf16 (AVX-512 VNNI, no AVX512-BF16 / AMX) the copy is fp32: every value format
     decodes exactly, so only fp32 summation separates it from the float64 product."""
-    monkeypatch.setattr(dense_batch, "COPY_DTYPE", torch.float32)
-    cw = _weight(fmt)
-    bias = torch.randn(72)
-    handle = pack_weight(cw, bias)
-    x = torch.randn(40, 200)
-    with forced_dense_batches("on"):
-        y = linear(x, handle)
-    assert handle._dense is not None and handle._dense.weight.dtype == torch.float32
-    ref = x.double() @ cw.decompress().double().T + bias.double()
-    assert float((y.double() - ref).abs().max() / ref.abs().max()) < 1e-5
+    assert _copy_error(fmt, torch.float32, monkeypatch) < 1e-5
 
 
 @pytest.mark.parametrize("static_scale", [0.0, 0.04])
@@ -118,7 +114,7 @@ def test_thresholds_modes_and_forced_isa() -> None:
         with forced_isa("portable"):
             assert dense_rows() == 2  # "on" holds under a forced ISA
     with forced_dense_batches("auto"):
-        expected = DENSE_MIN_ROWS[dense_batch.copy_dtype()] if dense_batch._PREFERS_DENSE else {False: 0, True: 0}
+        expected = DENSE_MIN_ROWS[dense_batch.copy_dtype()] if dense_batch.COPY_DTYPE is not None else {False: 0, True: 0}
         assert (dense_rows(), dense_rows(True)) == (expected[False], expected[True])
         with forced_isa("portable"):
             assert dense_rows() == 0  # the tests of each kernel path see their own kernels

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from sparseft.errors import ModelError
 from sparseft.prune.sparsegpt import accumulate_hessian
-from sparseft.prune.token_masks import TokenMasks
+from sparseft.prune.token_masks import TokenMasks, real_rows
 from sparseft.prune.wanda import accumulate_norms
 
 
@@ -68,12 +68,8 @@ class InputStats:
     def _real_rows(self, x: Tensor) -> Tensor:
         masks = self._masks
         if masks.context is not None and any(x is t for t in self._context):
-            mask = masks.context
-        elif masks.hidden is not None and tuple(x.shape[:-1]) == tuple(masks.hidden.shape):
-            mask = masks.hidden
-        else:
-            return x
-        return x[mask.to(x.device)]
+            return real_rows(x, masks.context)
+        return real_rows(x, masks.hidden)
 
     def _hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:

@@ -39,6 +39,14 @@ class TokenMasks:
         return self
 
 
+def real_rows(x: Tensor, mask: Tensor | None) -> Tensor:
+    """The rows of x (batch, positions, features) at the mask's real positions, as (n, features); x as it is
+    when there is no mask or the mask is not x's (batch, positions)."""
+    if mask is None or tuple(x.shape[:-1]) != tuple(mask.shape):
+        return x
+    return x[mask.to(x.device)]
+
+
 def _real(mask: Any) -> Tensor | None:
     if not isinstance(mask, Tensor) or mask.dim() != 2:
         return None

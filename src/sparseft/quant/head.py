@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from sparseft.errors import ConfigError
 from sparseft.models.head import output_projection, untie_output_projection
 from sparseft.models.hooks import run_with_hooks
-from sparseft.prune.token_masks import stack_token_masks
+from sparseft.prune.token_masks import real_rows, stack_token_masks
 from sparseft.quant.gptq import gptq_quantize, gptq_quantize_groups
 
 HEAD_FORMATS = ("int4", "int8")
@@ -53,9 +53,7 @@ def head_hessian(model: nn.Module, batches: Iterable[Mapping[str, Any]]) -> Tens
     acc: dict[str, Any] = {"H": torch.zeros(width, width, dtype=torch.float64), "n": 0, "real": None}
 
     def record(module: nn.Module, args: tuple) -> None:
-        x, real = args[0].detach(), acc["real"]
-        x = x[real] if real is not None and tuple(x.shape[:-1]) == tuple(real.shape) else x
-        x = x.reshape(-1, width).double()
+        x = real_rows(args[0].detach(), acc["real"]).reshape(-1, width).double()
         acc["H"] += x.T @ x
         acc["n"] += x.shape[0]
 

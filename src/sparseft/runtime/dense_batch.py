@@ -71,8 +71,7 @@ def _cpu_copy_dtype() -> torch.dtype | None:
     return None
 
 
-COPY_DTYPE = _cpu_copy_dtype()  # once: the CPU does not change while running
-_PREFERS_DENSE = COPY_DTYPE is not None
+COPY_DTYPE = _cpu_copy_dtype()  # once: the CPU does not change while running; None: no preference
 
 
 def takes_weight_only_copy(format_bf16_exact: bool, density: float) -> bool:
@@ -114,7 +113,7 @@ def dense_rows(int8_activations: bool = False) -> int:
     ("on": 2, every batch but a single row, which stays on the batch-1 kernels.)"""
     if _mode == "on":
         return 2
-    auto = _mode == "auto" and _PREFERS_DENSE and not isa_forced()
+    auto = _mode == "auto" and COPY_DTYPE is not None and not isa_forced()
     return DENSE_MIN_ROWS[copy_dtype()][int8_activations] if auto else 0
 
 
